@@ -1,0 +1,20 @@
+"""Exceptions a user of tinycnn can meet, beyond the built-in ``ValueError``/``TypeError``."""
+
+from __future__ import annotations
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss.
+
+    Raised instead of returning NaN weights. ``epoch`` is the 1-based epoch whose forward pass gave
+    the non-finite loss; the parameters are left as they were before that epoch's update.
+    """
+
+    def __init__(self, epoch: int, loss: float, lr: float | None = None) -> None:
+        self.epoch = int(epoch)
+        self.loss = float(loss)
+        hint = f"lr={lr!r}" if lr is not None else "the learning rate"
+        super().__init__(
+            f"training diverged at epoch {self.epoch}: the loss became {self.loss!r}; "
+            f"try a smaller learning rate than {hint} or scale the input data"
+        )

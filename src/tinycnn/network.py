@@ -1,0 +1,201 @@
+"""The conv -> ReLU -> flatten -> dense network: its shape, parameters, forward and backward.
+
+The flatten is in C order of ``(F, out_h, out_w)`` (the seed's), so ``W_fc`` ``(F*P, O)`` with
+``P = out_h*out_w`` is, without any copy, the stack ``W3 = W_fc.reshape(F, P, O)`` of one
+``(P, O)`` block per filter. The conv output is kept in the ``(F, N, P)`` layout its matrix
+product yields (see ``ops/conv.py``), and the dense layer reads it per filter:
+``logits = sum_f a[f] @ W3[f]``. No activation is ever transposed.
+
+The batch is processed in chunks of a size fixed by the shapes alone (never tuned by timing, so
+results are reproducible), and each chunk goes forward and backward while its unfolded windows
+are still in cache. A sample's loss gradient depends on that sample alone for both losses, so
+chunking changes only the order of the sums, not the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from .ops.conv import conv_output_size, unfold
+from .ops.losses import mse_loss, softmax_cross_entropy
+
+# Elements of unfolded windows per chunk: about 2 MB in float64, so that a chunk's windows and
+# activations stay in the L2/L3 cache between its forward and its backward.
+CHUNK_ELEMENTS = 1 << 18
+
+
+@dataclass(frozen=True)
+class ConvNetSpec:
+    """The network's shape. Input ``(N, in_channels, height, width)``, output ``(N, n_outputs)``."""
+
+    in_channels: int
+    height: int
+    width: int
+    n_filters: int
+    kernel_size: int
+    stride: int
+    pad: int
+    n_outputs: int
+
+    @property
+    def out_h(self) -> int:
+        return conv_output_size(self.height, self.kernel_size, self.stride, self.pad)
+
+    @property
+    def out_w(self) -> int:
+        return conv_output_size(self.width, self.kernel_size, self.stride, self.pad)
+
+    @property
+    def n_hidden(self) -> int:
+        """Length of the flattened conv output: ``n_filters * out_h * out_w``."""
+        return self.n_filters * self.out_h * self.out_w
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        F, C, k = self.n_filters, self.in_channels, self.kernel_size
+        return {
+            "kernel": (F, C, k, k),
+            "bias_conv": (F,),
+            "W_fc": (self.n_hidden, self.n_outputs),
+            "b_fc": (self.n_outputs,),
+        }
+
+    def chunk_size(self) -> int:
+        """Samples per chunk: a fixed function of the shapes (reproducible results)."""
+        per_sample = self.in_channels * self.kernel_size**2 * self.out_h * self.out_w
+        return max(1, CHUNK_ELEMENTS // max(per_sample, 1))
+
+
+class ConvNetParams(NamedTuple):
+    """The learned arrays (also used for their gradients, and for optimizer state)."""
+
+    kernel: np.ndarray  # (F, C, k, k)
+    bias_conv: np.ndarray  # (F,)
+    W_fc: np.ndarray  # (F*out_h*out_w, O)
+    b_fc: np.ndarray  # (O,)
+
+    def copy(self) -> ConvNetParams:
+        return ConvNetParams(*(p.copy() for p in self))
+
+    def zeros_like(self) -> ConvNetParams:
+        return ConvNetParams(*(np.zeros_like(p) for p in self))
+
+
+def init_params_seed(spec: ConvNetSpec, dtype=np.float64) -> ConvNetParams:
+    """The seed's initialisation, from NumPy's *global* random state, in this order only:
+    ``kernel = randn(F, C, k, k) * 0.1``, then ``W_fc = randn(F*out_h*out_w, O) * 0.1``;
+    biases 0."""
+    shapes = spec.param_shapes
+    kernel = np.random.randn(*shapes["kernel"]) * 0.1
+    W_fc = np.random.randn(*shapes["W_fc"]) * 0.1
+    return ConvNetParams(
+        kernel.astype(dtype, copy=False),
+        np.zeros(shapes["bias_conv"], dtype=dtype),
+        W_fc.astype(dtype, copy=False),
+        np.zeros(shapes["b_fc"], dtype=dtype),
+    )
+
+
+def init_params_he(spec: ConvNetSpec, rng: np.random.Generator, dtype=np.float64) -> ConvNetParams:
+    """He (Kaiming) normal initialisation from ``rng``: weights ``N(0, 2/fan_in)``, biases 0.
+
+    Suited to ReLU; the dense layer's fan-in is ``n_hidden``, the conv's ``C*k*k``.
+    """
+    shapes = spec.param_shapes
+    fan_conv = spec.in_channels * spec.kernel_size**2
+    kernel = rng.standard_normal(shapes["kernel"]) * np.sqrt(2.0 / fan_conv)
+    W_fc = rng.standard_normal(shapes["W_fc"]) * np.sqrt(1.0 / spec.n_hidden)
+    return ConvNetParams(
+        kernel.astype(dtype),
+        np.zeros(shapes["bias_conv"], dtype=dtype),
+        W_fc.astype(dtype),
+        np.zeros(shapes["b_fc"], dtype=dtype),
+    )
+
+
+class ChunkCache(NamedTuple):
+    cols: np.ndarray  # (C*k*k, n*P) unfolded windows of the chunk
+    z: np.ndarray  # (F, n*P) conv pre-activations
+    a: np.ndarray  # (F, n, P) ReLU output
+
+
+def forward_chunk(
+    params: ConvNetParams, spec: ConvNetSpec, x: np.ndarray, cols: np.ndarray | None = None
+) -> tuple[np.ndarray, ChunkCache]:
+    """Forward ``x`` ``(n, C, H, W)`` to ``logits`` ``(n, O)``; ``cols`` may be precomputed."""
+    F, n = spec.n_filters, x.shape[0]
+    if cols is None:
+        cols = unfold(x, spec.kernel_size, spec.stride, spec.pad)  # (C*k*k, n*P)
+    z = params.kernel.reshape(F, -1) @ cols  # (F, n*P)
+    z += params.bias_conv[:, None]
+    a = np.maximum(z, 0).reshape(F, n, -1)  # (F, n, P)
+    W3 = params.W_fc.reshape(F, -1, spec.n_outputs)  # (F, P, O), a view
+    logits = np.matmul(a, W3).sum(axis=0)  # (F, n, O) -> (n, O)
+    logits += params.b_fc
+    return logits, ChunkCache(cols, z, a)
+
+
+def backward_chunk(
+    dlogits: np.ndarray,
+    cache: ChunkCache,
+    params: ConvNetParams,
+    spec: ConvNetSpec,
+    grads: ConvNetParams,
+) -> None:
+    """Accumulate this chunk's gradients into ``grads`` given ``dlogits`` ``(n, O)``.
+
+    dense: ``dW3[f] = a[f].T @ dlogits``, ``da[f] = dlogits @ W3[f].T``;
+    ReLU: ``dz = da * (z > 0)``;
+    conv: ``dkernel = dz @ cols.T``, ``dbias = dz.sum(1)``. The conv's ``dx`` is never formed:
+    the input layer's gradient is not needed.
+    """
+    F, O = spec.n_filters, spec.n_outputs
+    W3 = params.W_fc.reshape(F, -1, O)
+    grads.W_fc.reshape(F, -1, O)[...] += np.matmul(cache.a.transpose(0, 2, 1), dlogits)
+    grads.b_fc[...] += dlogits.sum(axis=0)
+    dz = np.matmul(dlogits, W3.transpose(0, 2, 1)).reshape(F, -1)  # (F, n*P)
+    dz *= cache.z > 0
+    grads.kernel.reshape(F, -1)[...] += dz @ cache.cols.T
+    grads.bias_conv[...] += dz.sum(axis=1)
+
+
+LossFn = Callable[[np.ndarray, np.ndarray, int], tuple[float, np.ndarray]]
+LOSSES: dict[str, LossFn] = {"mse": mse_loss, "cross_entropy": softmax_cross_entropy}
+
+
+def loss_and_grads(
+    params: ConvNetParams, spec: ConvNetSpec, X: np.ndarray, T: np.ndarray, loss: str = "mse"
+) -> tuple[float, ConvNetParams]:
+    """The loss of ``params`` on ``X`` ``(N, C, H, W)`` with targets ``T`` ``(N, O)`` and its
+    gradient with respect to every parameter (a :class:`ConvNetParams` of the same shapes).
+
+    ``loss`` is ``"mse"`` (mean over all ``N*O`` entries) or ``"cross_entropy"`` (softmax, mean
+    over samples).
+    """
+    loss_fn = LOSSES[loss]
+    N = X.shape[0]
+    grads = params.zeros_like()
+    total = 0.0
+    step = spec.chunk_size()
+    for start in range(0, N, step):
+        stop = min(start + step, N)
+        logits, cache = forward_chunk(params, spec, X[start:stop])
+        part, dlogits = loss_fn(logits, T[start:stop], N)
+        total += part
+        backward_chunk(dlogits, cache, params, spec, grads)
+    return total, grads
+
+
+def predict(params: ConvNetParams, spec: ConvNetSpec, X: np.ndarray) -> np.ndarray:
+    """The network's outputs (logits for a classifier) ``(N, O)`` for ``X`` ``(N, C, H, W)``."""
+    N = X.shape[0]
+    out = np.empty((N, spec.n_outputs), dtype=params.W_fc.dtype)
+    step = spec.chunk_size()
+    for start in range(0, N, step):
+        stop = min(start + step, N)
+        out[start:stop], _ = forward_chunk(params, spec, X[start:stop])
+    return out

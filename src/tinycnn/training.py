@@ -1,0 +1,150 @@
+"""The training loop: batches, loss history, L2, early stopping, divergence, progress hooks.
+
+It knows the network only through ``network.loss_and_grads`` and the optimizer only through
+``step``; it knows nothing of scikit-learn or files. Everything needed to continue a run exactly
+(the optimizer's state, the :class:`History`, the random generator's state) is explicit, so a
+caller can checkpoint it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import DivergenceError
+from .network import ConvNetParams, ConvNetSpec, loss_and_grads
+from .optim import Optimizer
+
+
+@dataclass
+class History:
+    """What training has seen so far; ``epochs_run`` counts completed epochs."""
+
+    epochs_run: int = 0
+    loss_curve: list[float] = field(default_factory=list)
+    validation_scores: list[float] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_validation_score: float = -math.inf
+    no_improvement_count: int = 0
+    stopped_early: bool = False
+
+
+def _add_l2(params: ConvNetParams, grads: ConvNetParams, l2: float, n: int) -> float:
+    """scikit-learn's convention: ``loss += 0.5 * l2 * ||weights||^2 / n``;
+    biases are not decayed."""
+    penalty = 0.0
+    for w, g in ((params.kernel, grads.kernel), (params.W_fc, grads.W_fc)):
+        penalty += 0.5 * l2 * float(np.vdot(w, w)) / n
+        g += (l2 / n) * w
+    return penalty
+
+
+def run_epoch(
+    params: ConvNetParams,
+    spec: ConvNetSpec,
+    X: np.ndarray,
+    T: np.ndarray,
+    optimizer: Optimizer,
+    epoch: int,
+    loss: str = "mse",
+    batch_size: int | None = None,
+    rng: np.random.Generator | None = None,
+    l2: float = 0.0,
+) -> float:
+    """One pass over ``X`` ``(N, C, H, W)``/``T`` ``(N, O)``, updating ``params`` in place.
+
+    ``batch_size=None`` (or ``>= N``) is full-batch gradient descent: one step on the whole set,
+    and the returned loss is the loss *before* that step (the seed's). With smaller batches, the
+    order is shuffled by ``rng`` when one is given, and the returned loss is the sample-weighted
+    mean of the batch losses. A non-finite loss raises :class:`DivergenceError` naming ``epoch``
+    before that batch's update is applied.
+    """
+    N = X.shape[0]
+    if batch_size is None or batch_size >= N:
+        value, grads = loss_and_grads(params, spec, X, T, loss)
+        if l2:
+            value += _add_l2(params, grads, l2, N)
+        if not math.isfinite(value):
+            raise DivergenceError(epoch, value, optimizer.lr)
+        optimizer.step(params, grads)
+        return value
+    order = rng.permutation(N) if rng is not None else np.arange(N)
+    total = 0.0
+    for start in range(0, N, batch_size):
+        idx = order[start : start + batch_size]
+        value, grads = loss_and_grads(params, spec, X[idx], T[idx], loss)
+        if l2:
+            value += _add_l2(params, grads, l2, len(idx))
+        if not math.isfinite(value):
+            raise DivergenceError(epoch, value, optimizer.lr)
+        optimizer.step(params, grads)
+        total += value * len(idx)
+    return total / N
+
+
+# Called after each epoch with (history, params); returning True stops training.
+EpochCallback = Callable[[History, ConvNetParams], "bool | None"]
+
+
+def train(
+    params: ConvNetParams,
+    spec: ConvNetSpec,
+    X: np.ndarray,
+    T: np.ndarray,
+    optimizer: Optimizer,
+    epochs: int,
+    *,
+    loss: str = "mse",
+    batch_size: int | None = None,
+    rng: np.random.Generator | None = None,
+    l2: float = 0.0,
+    history: History | None = None,
+    validation_score: Callable[[ConvNetParams], float] | None = None,
+    n_iter_no_change: int | None = None,
+    tol: float = 1e-4,
+    restore_on_divergence: bool = False,
+    callback: EpochCallback | None = None,
+) -> History:
+    """Run up to ``epochs`` more epochs; return the (updated) :class:`History`.
+
+    Early stopping (scikit-learn's rule) is on when ``n_iter_no_change`` is given: training stops
+    once the validation score (if ``validation_score`` is given; higher is better) or else the
+    training loss has not improved by more than ``tol`` for ``n_iter_no_change`` epochs in a row.
+    With ``restore_on_divergence`` the parameters are put back to the start of the diverging epoch
+    (the last finite ones) before :class:`DivergenceError` propagates.
+    """
+    history = history if history is not None else History()
+    for _ in range(epochs):
+        epoch = history.epochs_run + 1
+        snapshot = params.copy() if restore_on_divergence else None
+        try:
+            value = run_epoch(params, spec, X, T, optimizer, epoch, loss, batch_size, rng, l2)
+            if snapshot is not None and not all(np.isfinite(p).all() for p in params):
+                raise DivergenceError(epoch, math.inf, optimizer.lr)
+        except DivergenceError:
+            if snapshot is not None:
+                for p, s in zip(params, snapshot):
+                    p[...] = s
+            raise
+        history.epochs_run = epoch
+        history.loss_curve.append(value)
+        if n_iter_no_change is not None:
+            if validation_score is not None:
+                score = float(validation_score(params))
+                history.validation_scores.append(score)
+                improved = score > history.best_validation_score + tol
+                history.best_validation_score = max(history.best_validation_score, score)
+            else:
+                improved = value < history.best_loss - tol
+            history.best_loss = min(history.best_loss, value)
+            history.no_improvement_count = 0 if improved else history.no_improvement_count + 1
+        stop = callback(history, params) if callback is not None else False
+        if n_iter_no_change is not None and history.no_improvement_count >= n_iter_no_change:
+            history.stopped_early = True
+            stop = True
+        if stop:
+            break
+    return history
