@@ -168,14 +168,29 @@ LOSSES: dict[str, LossFn] = {"mse": mse_loss, "cross_entropy": softmax_cross_ent
 
 
 def loss_and_grads(
-    params: ConvNetParams, spec: ConvNetSpec, X: np.ndarray, T: np.ndarray, loss: str = "mse"
+    params: ConvNetParams,
+    spec: ConvNetSpec,
+    X: np.ndarray,
+    T: np.ndarray,
+    loss: str = "mse",
+    *,
+    workspace=None,
 ) -> tuple[float, ConvNetParams]:
     """The loss of ``params`` on ``X`` ``(N, C, H, W)`` with targets ``T`` ``(N, O)`` and its
     gradient with respect to every parameter (a :class:`ConvNetParams` of the same shapes).
 
     ``loss`` is ``"mse"`` (mean over all ``N*O`` entries) or ``"cross_entropy"`` (softmax, mean
     over samples).
+
+    Without ``workspace`` this is the plain version, fresh arrays at every step. With a
+    :class:`tinycnn.workspace.Workspace` built for ``spec`` the same numbers come from its reused
+    buffers (faster; equal up to the order of floating-point sums), and the returned gradients
+    are views of the workspace, overwritten by its next use.
     """
+    if workspace is not None:
+        if workspace.spec != spec:
+            raise ValueError(f"workspace was built for {workspace.spec}, not for {spec}")
+        return workspace.loss_and_grads(params, X, T, loss)
     loss_fn = LOSSES[loss]
     N = X.shape[0]
     grads = params.zeros_like()

@@ -1,0 +1,199 @@
+"""The fast training path: every buffer one training run needs, allocated once and reused.
+
+:func:`tinycnn.network.loss_and_grads` computes the loss and gradients plainly, allocating fresh
+arrays at every step (the readable reference). A :class:`Workspace` computes the same numbers
+with the memory traffic taken out, which is where an epoch's time goes (see
+``../shared/BENCHMARKS.md``):
+
+* every intermediate lives in a buffer allocated once and written with ``out=`` arguments, so no
+  epoch pays for page faults on fresh large arrays;
+* the batch goes through in chunks of a size fixed by the shapes (never tuned by timing, so
+  results are reproducible), small enough that a chunk's windows and activations stay in the L2
+  cache between its forward and its backward pass;
+* when ``X`` is fixed for the whole run (full-batch training) and its unfolded windows fit
+  :data:`CACHE_BYTES`, they are unfolded once and reused by every epoch;
+* the unfolded windows carry an extra row of ones and the kernel an extra column holding the
+  bias, so one matrix product gives the conv plus its bias and one gives ``dkernel`` and
+  ``dbias`` together (a sum as a product with ones goes through BLAS);
+* the dense weights are read as ``(F, O, P)``, the layout in which both products that use them
+  run fastest, and the conv's ``dx`` is never formed (nobody needs it).
+
+The results equal the reference's up to the order of floating-point sums (about 1e-16
+relative); for one workspace, the same inputs give bit-identical results every time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .network import LOSSES, ConvNetParams, ConvNetSpec
+from .ops.conv import unfold
+
+# Unfolded windows of a fixed X are kept across epochs when they take at most this many bytes.
+# 256 MiB holds CIFAR-sized data (2000 x 3 x 32 x 32) in float32; beyond that the windows are
+# unfolded again, chunk by chunk, at every epoch, which costs little next to the products.
+CACHE_BYTES = 1 << 28
+
+# Bytes of one chunk's buffers (windows, activations, ReLU mask): they should stay in L2 cache.
+CHUNK_BYTES = 1 << 20
+
+
+def chunk_samples(spec: ConvNetSpec, itemsize: int) -> int:
+    """Samples per chunk for arrays of ``itemsize`` bytes: a fixed function of the shapes."""
+    P = spec.out_h * spec.out_w
+    rows = spec.in_channels * spec.kernel_size**2 + 1 + spec.n_filters
+    per_sample = rows * P * itemsize + spec.n_filters * P  # + the boolean ReLU mask
+    return max(1, CHUNK_BYTES // per_sample)
+
+
+class Workspace:
+    """Buffers for computing the loss and gradients of ``spec``'s network on up to
+    ``max_samples`` samples of ``dtype``.
+
+    ``fixed_inputs`` (``(N, C, H, W)``), if given, is the one ``X`` this workspace will be used
+    with (full-batch training): its windows are unfolded once when they fit ``cache_bytes``, and
+    it must not be modified while the workspace is in use. Without it any ``X`` of up to
+    ``max_samples`` samples may be passed (mini-batches).
+
+    The gradients returned by :meth:`loss_and_grads` are views of this workspace's buffers: they
+    are overwritten by the next call (the optimizer may overwrite them too).
+    """
+
+    def __init__(
+        self,
+        spec: ConvNetSpec,
+        dtype,
+        max_samples: int,
+        *,
+        fixed_inputs: np.ndarray | None = None,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
+        dt = np.dtype(dtype)
+        F, O, C, k = spec.n_filters, spec.n_outputs, spec.in_channels, spec.kernel_size
+        P = spec.out_h * spec.out_w
+        R = C * k * k + 1  # window rows plus the row of ones
+        n = min(chunk_samples(spec, dt.itemsize), max(1, max_samples))
+        self.spec, self.dtype, self.max_samples, self.chunk = spec, dt, max_samples, n
+
+        # Parameters in the layouts the products want, refreshed once per call.
+        self.kernel_aug = np.zeros((F, R), dtype=dt)  # [kernel (F, C*k*k) | bias_conv]
+        self.W_t = np.zeros((F, O, P), dtype=dt)  # W_fc as (F, O, P)
+
+        # One chunk's intermediates.
+        self.cols = np.ones(R * n * P, dtype=dt)  # (R, n*P) windows; the last row stays 1
+        self.act = np.zeros((F, n * P), dtype=dt)  # conv output, ReLU'd in place, then its grad
+        self.mask = np.zeros((F, n * P), dtype=bool)  # ReLU's derivative
+        self.partial_logits = np.zeros((F, n, O), dtype=dt)  # one (n, O) product per filter
+        self.logits = np.zeros((n, O), dtype=dt)
+        pad = spec.pad
+        if pad:  # a zero-bordered copy of the chunk: only the interior is ever written
+            self.padded = np.zeros((n, C, spec.height + 2 * pad, spec.width + 2 * pad), dtype=dt)
+
+        # Gradients: accumulated over chunks (the first chunk writes, the others add).
+        self.grad_kernel_aug_t = np.zeros((R, F), dtype=dt)  # [dkernel | dbias].T
+        self.grad_W_t = np.zeros((F, O, P), dtype=dt)
+        self.part_kernel_aug_t = np.zeros((R, F), dtype=dt)
+        self.part_W_t = np.zeros((F, O, P), dtype=dt)
+        self.part_b_fc = np.zeros(O, dtype=dt)
+        gk = self.grad_kernel_aug_t[: R - 1].T.reshape(spec.param_shapes["kernel"])
+        assert np.shares_memory(gk, self.grad_kernel_aug_t)  # a view, never a copy
+        self.grads = ConvNetParams(
+            gk,
+            self.grad_kernel_aug_t[R - 1],
+            np.zeros(spec.param_shapes["W_fc"], dtype=dt),
+            np.zeros(O, dtype=dt),
+        )
+
+        self.fixed_inputs = fixed_inputs
+        self.cached_cols = None
+        if fixed_inputs is not None:
+            N = fixed_inputs.shape[0]
+            if R * N * P * dt.itemsize <= cache_bytes:
+                cached = np.ones((R, N * P), dtype=dt)
+                unfold(fixed_inputs, k, spec.stride, pad, out=cached[: R - 1])
+                self.cached_cols = cached
+
+    def _chunk_cols(self, X: np.ndarray, start: int, m: int) -> np.ndarray:
+        """Windows plus the row of ones, ``(R, m*P)``, of samples ``start:start+m`` of ``X``."""
+        spec = self.spec
+        P = spec.out_h * spec.out_w
+        if self.cached_cols is not None and X is self.fixed_inputs:
+            return self.cached_cols[:, start * P : (start + m) * P]
+        R = self.kernel_aug.shape[1]
+        cols = self.cols[: R * m * P].reshape(R, m * P)
+        x = X[start : start + m]
+        pad = spec.pad
+        if pad:
+            padded = self.padded[:m]
+            padded[:, :, pad:-pad, pad:-pad] = x
+            x = padded
+        unfold(x, spec.kernel_size, spec.stride, 0, out=cols[: R - 1])
+        if m != self.chunk:  # a shorter last chunk's row of ones sits elsewhere in the buffer
+            cols[R - 1] = 1
+        return cols
+
+    def loss_and_grads(
+        self, params: ConvNetParams, X: np.ndarray, T: np.ndarray, loss: str = "mse"
+    ) -> tuple[float, ConvNetParams]:
+        """What :func:`tinycnn.network.loss_and_grads` returns for ``X`` ``(N, C, H, W)`` and
+        ``T`` ``(N, O)``, computed in this workspace's buffers.
+
+        The returned gradients are views of the workspace (overwritten by the next call).
+        """
+        spec = self.spec
+        N = X.shape[0]
+        if N > self.max_samples or X.dtype != self.dtype:
+            raise ValueError(
+                f"this workspace holds up to {self.max_samples} samples of {self.dtype}; "
+                f"got X of shape {X.shape} and dtype {X.dtype}"
+            )
+        F, O = spec.n_filters, spec.n_outputs
+        P = spec.out_h * spec.out_w
+        R = self.kernel_aug.shape[1]
+        loss_fn = LOSSES[loss]
+        Wt = self.W_t
+        np.copyto(self.kernel_aug[:, : R - 1], params.kernel.reshape(F, R - 1))
+        self.kernel_aug[:, R - 1] = params.bias_conv
+        np.copyto(Wt, params.W_fc.reshape(F, P, O).transpose(0, 2, 1))
+        W_for_logits = Wt.transpose(0, 2, 1)  # (F, P, O) view of the (F, O, P) buffer
+        g_kt, g_Wt, g_b = self.grad_kernel_aug_t, self.grad_W_t, self.grads.b_fc
+
+        total = 0.0
+        n = self.chunk
+        for start in range(0, N, n):
+            m = min(n, N - start)
+            first = start == 0
+            cols = self._chunk_cols(X, start, m)  # (R, m*P)
+            act = self.act[:, : m * P]  # (F, m*P)
+            np.matmul(self.kernel_aug, cols, out=act)  # conv + bias
+            np.maximum(act, 0, out=act)  # ReLU, in place
+            act3 = act.reshape(F, m, P)
+            logits = self.logits[:m]
+            if F == 1:
+                np.matmul(act3[0], W_for_logits[0], out=logits)
+            else:
+                partial = self.partial_logits[:, :m]
+                np.matmul(act3, W_for_logits, out=partial)  # (F, m, O)
+                np.sum(partial, axis=0, out=logits)
+            logits += params.b_fc
+            part, dlogits = loss_fn(logits, T[start : start + m], N)  # dlogits (m, O)
+            total += part
+
+            # dense backward: dW.T = dlogits.T @ act per filter; db = column sums of dlogits
+            np.matmul(dlogits.T, act3, out=g_Wt if first else self.part_W_t)  # (F, O, P)
+            np.sum(dlogits, axis=0, out=g_b if first else self.part_b_fc)
+            if not first:
+                g_Wt += self.part_W_t
+                g_b += self.part_b_fc
+            mask = self.mask[:, : m * P]
+            np.greater(act, 0, out=mask)  # the last use of the activations:
+            dact3 = act3  # their buffer now receives the activations' gradient
+            np.matmul(dlogits, Wt, out=dact3)  # (F, m, P)
+            dz = dact3.reshape(F, m * P)
+            np.multiply(dz, mask, out=dz)  # ReLU backward
+            # [dkernel | dbias].T = [cols; 1] @ dz.T: the bias gradient comes from the ones row
+            np.matmul(cols, dz.T, out=g_kt if first else self.part_kernel_aug_t)
+            if not first:
+                g_kt += self.part_kernel_aug_t
+        np.copyto(self.grads.W_fc.reshape(F, P, O), g_Wt.transpose(0, 2, 1))
+        return total, self.grads
