@@ -77,23 +77,25 @@ class Workspace:
 
         # Parameters in the layouts the products want, refreshed once per call.
         self.kernel_aug = np.zeros((F, R), dtype=dt)  # [kernel (F, C*k*k) | bias_conv]
-        self.W_t = np.zeros((F, O, P), dtype=dt)  # W_fc as (F, O, P)
+        self.W_pf = np.zeros((P * F, O), dtype=dt)  # W_fc's rows in (pixel, filter) order
+        self.W_pf_t = np.zeros((O, P * F), dtype=dt)  # and its transpose (each product has its
+        # fastest layout)
 
         # One chunk's intermediates.
         self.cols = np.ones(R * n * P, dtype=dt)  # (R, n*P) windows; the last row stays 1
-        self.act = np.zeros((F, n * P), dtype=dt)  # conv output, ReLU'd in place, then its grad
-        self.mask = np.zeros((F, n * P), dtype=bool)  # ReLU's derivative
-        self.partial_logits = np.zeros((F, n, O), dtype=dt)  # one (n, O) product per filter
+        self.act = np.zeros((n * P, F), dtype=dt)  # conv output, ReLU'd in place, then its grad
+        self.mask = np.zeros((n * P, F), dtype=bool)  # ReLU's derivative
         self.logits = np.zeros((n, O), dtype=dt)
+        self.ones = np.ones(n, dtype=dt)
         pad = spec.pad
         if pad:  # a zero-bordered copy of the chunk: only the interior is ever written
             self.padded = np.zeros((n, C, spec.height + 2 * pad, spec.width + 2 * pad), dtype=dt)
 
         # Gradients: accumulated over chunks (the first chunk writes, the others add).
         self.grad_kernel_aug_t = np.zeros((R, F), dtype=dt)  # [dkernel | dbias].T
-        self.grad_W_t = np.zeros((F, O, P), dtype=dt)
+        self.grad_W_pf_t = np.zeros((O, P * F), dtype=dt)
         self.part_kernel_aug_t = np.zeros((R, F), dtype=dt)
-        self.part_W_t = np.zeros((F, O, P), dtype=dt)
+        self.part_W_pf_t = np.zeros((O, P * F), dtype=dt)
         self.part_b_fc = np.zeros(O, dtype=dt)
         gk = self.grad_kernel_aug_t[: R - 1].T.reshape(spec.param_shapes["kernel"])
         assert np.shares_memory(gk, self.grad_kernel_aug_t)  # a view, never a copy
@@ -151,12 +153,13 @@ class Workspace:
         P = spec.out_h * spec.out_w
         R = self.kernel_aug.shape[1]
         loss_fn = LOSSES[loss]
-        Wt = self.W_t
+        W_pf, W_pf_t = self.W_pf, self.W_pf_t  # (P*F, O) and (O, P*F)
         np.copyto(self.kernel_aug[:, : R - 1], params.kernel.reshape(F, R - 1))
         self.kernel_aug[:, R - 1] = params.bias_conv
-        np.copyto(Wt, params.W_fc.reshape(F, P, O).transpose(0, 2, 1))
-        W_for_logits = Wt.transpose(0, 2, 1)  # (F, P, O) view of the (F, O, P) buffer
-        g_kt, g_Wt, g_b = self.grad_kernel_aug_t, self.grad_W_t, self.grads.b_fc
+        np.copyto(W_pf.reshape(P, F, O), params.W_fc.reshape(F, P, O).transpose(1, 0, 2))
+        np.copyto(W_pf_t, W_pf.T)
+        kernel_aug_t = self.kernel_aug.T  # (R, F)
+        g_k, g_W_t, g_b = self.grad_kernel_aug_t, self.grad_W_pf_t, self.grads.b_fc
 
         total = 0.0
         n = self.chunk
@@ -164,36 +167,29 @@ class Workspace:
             m = min(n, N - start)
             first = start == 0
             cols = self._chunk_cols(X, start, m)  # (R, m*P)
-            act = self.act[:, : m * P]  # (F, m*P)
-            np.matmul(self.kernel_aug, cols, out=act)  # conv + bias
+            act = self.act[: m * P]  # (m*P, F): sample, pixel, filter
+            np.matmul(cols.T, kernel_aug_t, out=act)  # conv + bias
             np.maximum(act, 0, out=act)  # ReLU, in place
-            act3 = act.reshape(F, m, P)
+            act2 = act.reshape(m, P * F)  # each row is one sample's features, in (P, F) order
             logits = self.logits[:m]
-            if F == 1:
-                np.matmul(act3[0], W_for_logits[0], out=logits)
-            else:
-                partial = self.partial_logits[:, :m]
-                np.matmul(act3, W_for_logits, out=partial)  # (F, m, O)
-                np.sum(partial, axis=0, out=logits)
+            np.matmul(act2, W_pf, out=logits)
             logits += params.b_fc
             part, dlogits = loss_fn(logits, T[start : start + m], N)  # dlogits (m, O)
             total += part
 
-            # dense backward: dW.T = dlogits.T @ act per filter; db = column sums of dlogits
-            np.matmul(dlogits.T, act3, out=g_Wt if first else self.part_W_t)  # (F, O, P)
-            np.sum(dlogits, axis=0, out=g_b if first else self.part_b_fc)
+            # dense backward: dW.T = dlogits.T @ act2; db = ones @ dlogits (a sum through BLAS)
+            np.matmul(dlogits.T, act2, out=g_W_t if first else self.part_W_pf_t)
+            np.matmul(self.ones[:m], dlogits, out=g_b if first else self.part_b_fc)
             if not first:
-                g_Wt += self.part_W_t
+                g_W_t += self.part_W_pf_t
                 g_b += self.part_b_fc
-            mask = self.mask[:, : m * P]
+            mask = self.mask[: m * P]
             np.greater(act, 0, out=mask)  # the last use of the activations:
-            dact3 = act3  # their buffer now receives the activations' gradient
-            np.matmul(dlogits, Wt, out=dact3)  # (F, m, P)
-            dz = dact3.reshape(F, m * P)
-            np.multiply(dz, mask, out=dz)  # ReLU backward
-            # [dkernel | dbias].T = [cols; 1] @ dz.T: the bias gradient comes from the ones row
-            np.matmul(cols, dz.T, out=g_kt if first else self.part_kernel_aug_t)
+            np.matmul(dlogits, W_pf_t, out=act2)  # their buffer now receives their gradient
+            np.multiply(act, mask, out=act)  # ReLU backward: act now holds dz (m*P, F)
+            # [dkernel | dbias].T = [cols; 1] @ dz: the bias gradient comes from the ones row
+            np.matmul(cols, act, out=g_k if first else self.part_kernel_aug_t)
             if not first:
-                g_kt += self.part_kernel_aug_t
-        np.copyto(self.grads.W_fc.reshape(F, P, O), g_Wt.transpose(0, 2, 1))
+                g_k += self.part_kernel_aug_t
+        np.copyto(self.grads.W_fc.reshape(F, P, O), g_W_t.reshape(O, P, F).transpose(2, 1, 0))
         return total, self.grads
