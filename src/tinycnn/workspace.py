@@ -34,8 +34,16 @@ from .ops.conv import unfold
 # unfolded again, chunk by chunk, at every epoch, which costs little next to the products.
 CACHE_BYTES = 1 << 28
 
-# Bytes of one chunk's buffers (windows, activations, ReLU mask): they should stay in L2 cache.
+# A chunk holds as many samples as fit this many bytes of buffers (windows, activations, ReLU
+# mask), so that they stay in cache between the forward and the backward pass...
 CHUNK_BYTES = 1 << 20
+# ...but at least this many: the dense layer's products read all of W_fc once per chunk, which
+# only pays off over enough rows.
+MIN_CHUNK_SAMPLES = 64
+
+# The dense forward product runs on W_fc with its O columns padded by zeros to a multiple of
+# this: BLAS kernels work on column blocks of 8 or 16, and a width like 10 takes a slow path.
+OUTPUT_BLOCK = 8
 
 
 def chunk_samples(spec: ConvNetSpec, itemsize: int) -> int:
@@ -43,7 +51,7 @@ def chunk_samples(spec: ConvNetSpec, itemsize: int) -> int:
     P = spec.out_h * spec.out_w
     rows = spec.in_channels * spec.kernel_size**2 + 1 + spec.n_filters
     per_sample = rows * P * itemsize + spec.n_filters * P  # + the boolean ReLU mask
-    return max(1, CHUNK_BYTES // per_sample)
+    return max(MIN_CHUNK_SAMPLES, CHUNK_BYTES // per_sample)
 
 
 class Workspace:
@@ -77,7 +85,8 @@ class Workspace:
 
         # Parameters in the layouts the products want, refreshed once per call.
         self.kernel_aug = np.zeros((F, R), dtype=dt)  # [kernel (F, C*k*k) | bias_conv]
-        self.W_pf = np.zeros((P * F, O), dtype=dt)  # W_fc's rows in (pixel, filter) order
+        O_pad = -(-O // OUTPUT_BLOCK) * OUTPUT_BLOCK
+        self.W_pf = np.zeros((P * F, O_pad), dtype=dt)  # W_fc, rows in (pixel, filter) order
         self.W_pf_t = np.zeros((O, P * F), dtype=dt)  # and its transpose (each product has its
         # fastest layout)
 
@@ -85,7 +94,7 @@ class Workspace:
         self.cols = np.ones(R * n * P, dtype=dt)  # (R, n*P) windows; the last row stays 1
         self.act = np.zeros((n * P, F), dtype=dt)  # conv output, ReLU'd in place, then its grad
         self.mask = np.zeros((n * P, F), dtype=bool)  # ReLU's derivative
-        self.logits = np.zeros((n, O), dtype=dt)
+        self.logits = np.zeros((n, O_pad), dtype=dt)
         self.ones = np.ones(n, dtype=dt)
         pad = spec.pad
         if pad:  # a zero-bordered copy of the chunk: only the interior is ever written
@@ -153,11 +162,11 @@ class Workspace:
         P = spec.out_h * spec.out_w
         R = self.kernel_aug.shape[1]
         loss_fn = LOSSES[loss]
-        W_pf, W_pf_t = self.W_pf, self.W_pf_t  # (P*F, O) and (O, P*F)
+        W_pf, W_pf_t = self.W_pf, self.W_pf_t  # (P*F, O_pad) and (O, P*F)
         np.copyto(self.kernel_aug[:, : R - 1], params.kernel.reshape(F, R - 1))
         self.kernel_aug[:, R - 1] = params.bias_conv
-        np.copyto(W_pf.reshape(P, F, O), params.W_fc.reshape(F, P, O).transpose(1, 0, 2))
-        np.copyto(W_pf_t, W_pf.T)
+        np.copyto(W_pf[:, :O].reshape(P, F, O), params.W_fc.reshape(F, P, O).transpose(1, 0, 2))
+        np.copyto(W_pf_t, W_pf[:, :O].T)
         kernel_aug_t = self.kernel_aug.T  # (R, F)
         g_k, g_W_t, g_b = self.grad_kernel_aug_t, self.grad_W_pf_t, self.grads.b_fc
 
@@ -171,8 +180,8 @@ class Workspace:
             np.matmul(cols.T, kernel_aug_t, out=act)  # conv + bias
             np.maximum(act, 0, out=act)  # ReLU, in place
             act2 = act.reshape(m, P * F)  # each row is one sample's features, in (P, F) order
-            logits = self.logits[:m]
-            np.matmul(act2, W_pf, out=logits)
+            np.matmul(act2, W_pf, out=self.logits[:m])
+            logits = self.logits[:m, :O]  # the padding columns hold zeros
             logits += params.b_fc
             part, dlogits = loss_fn(logits, T[start : start + m], N)  # dlogits (m, O)
             total += part
