@@ -139,7 +139,8 @@ def conv_backward(
 
 
 def _check_conv_args(x, kernel, bias, stride, pad):
-    x = check_real_array("x", x, ndim=4)
+    # dtype=None: x is already float64 or float32 (see _as_float); the float32 path stays float32.
+    x = check_real_array("x", x, ndim=4, dtype=None)
     kernel = check_real_array("kernel", kernel, ndim=4, dtype=x.dtype)
     F, C, kh, kw = kernel.shape
     if kh != kw:
