@@ -204,6 +204,9 @@ def test_l2_penalty_and_its_gradient_match_finite_differences(l2):
 
 def test_restore_catches_an_update_that_overflows_even_when_the_loss_was_finite():
     params, spec, X, T = diverging_problem()
+    T = T * 100  # gradients well above 2 in size, so that lr * gradient overflows float64
+    loss, grads = loss_and_grads(params, spec, X, T)
+    assert math.isfinite(loss) and max(np.abs(g).max() for g in grads) > 2
     mine = params.copy()
     with np.errstate(all="ignore"), pytest.raises(DivergenceError) as info:
         # Epoch 1's loss is finite; its update (lr 1e308) overflows the weights to inf.
