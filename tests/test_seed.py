@@ -311,3 +311,12 @@ def test_predict_cnn_keeps_float32_weights_in_float32():
     np.random.seed(2)
     *weights, _ = tinycnn.train_cnn(X, y, 2, dtype=np.float32)
     assert tinycnn.predict_cnn(X, *weights).dtype == np.float32
+
+
+def test_the_naive_loop_trainer_is_the_seed_too():
+    rng = np.random.default_rng(7)
+    X, y = uniform(rng, 2, 2, 5, 4), uniform(rng, 2, 2)
+    expected, expected_state = run_seeded(seed_train_cnn, 11, X, y, 3, 0.05)
+    mine, state = run_seeded(naive.train_cnn, 11, X, y, 3, 0.05)
+    assert_same_result(mine, expected, 1e-12)
+    assert_same_random_state(state, expected_state)
