@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import torch.nn.functional as F
 from conftest import OpImpl, assert_close, check_op, rel_error, uniform
 from hypothesis import example, given, settings
@@ -212,3 +213,54 @@ def test_integer_input_is_computed_in_float64():
     assert rel_error(out, naive.conv2d_forward(x, kernel, np.array([1.0]))) == 0.0
     dx, dk, db = tinycnn.conv2d_backward(np.ones_like(out), x, kernel)
     assert dx.dtype == dk.dtype == db.dtype == np.float64
+
+
+# --- the textbook formulas of docs/how-it-works.md, checked with the forward conv itself ---------
+
+
+def dilate(dout, stride):
+    """Insert ``stride - 1`` zeros between neighbouring entries of ``dout`` along H and W:
+    ``(N, F, H', W')`` -> ``(N, F, stride*(H'-1) + 1, stride*(W'-1) + 1)``."""
+    N, F_, out_h, out_w = dout.shape
+    dilated = np.zeros((N, F_, stride * (out_h - 1) + 1, stride * (out_w - 1) + 1))
+    dilated[:, :, ::stride, ::stride] = dout
+    return dilated
+
+
+@settings(max_examples=30)
+@given(conv_configs())
+def test_dx_is_a_full_convolution_of_the_dilated_dout_with_the_flipped_kernel(cfg):
+    x, kernel, bias = conv_inputs(cfg)
+    k, s, p = cfg["k"], cfg["stride"], cfg["pad"]
+    out = tinycnn.conv2d_forward(x, kernel, bias, s, p)
+    dout = uniform(np.random.default_rng(cfg["seed"]), *out.shape)
+    dx, _, _ = tinycnn.conv2d_backward(dout, x, kernel, s, p)
+    # Full convolution = correlation of the dilated dout, zero-padded by k-1, with the kernel
+    # rotated by 180 degrees and its filter/channel axes swapped: (F, C, k, k) -> (C, F, k, k).
+    flipped = kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    dxpad = tinycnn.conv2d_forward(dilate(dout, s), flipped, np.zeros(cfg["C"]), pad=k - 1)
+    # It covers rows 0 .. s*(H'-1) + k - 1 of the padded input; the remainder rows, which no
+    # window reaches, get 0; then the padding's border is cut away.
+    Hp, Wp = cfg["H"] + 2 * p, cfg["W"] + 2 * p
+    full = np.zeros((cfg["N"], cfg["C"], Hp, Wp))
+    full[:, :, : dxpad.shape[2], : dxpad.shape[3]] = dxpad
+    assert_close(dx, full[:, :, p : p + cfg["H"], p : p + cfg["W"]], 1e-12, "dx")
+
+
+@settings(max_examples=30)
+@given(conv_configs())
+def test_dkernel_is_a_correlation_of_the_input_with_the_dilated_dout(cfg):
+    x, kernel, bias = conv_inputs(cfg)
+    k, s, p = cfg["k"], cfg["stride"], cfg["pad"]
+    out = tinycnn.conv2d_forward(x, kernel, bias, s, p)
+    dout = uniform(np.random.default_rng(cfg["seed"]), *out.shape)
+    _, dkernel, _ = tinycnn.conv2d_backward(dout, x, kernel, s, p)
+    # dkernel[f, c] = sum_n xpad[n, c] (correlated with) dilated dout[n, f]: a convolution whose
+    # "batch" is the channel c, whose "channels" are the samples n, and whose (non-square)
+    # kernel is dout; PyTorch computes it here.
+    xpad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    corr = F.conv2d(
+        torch.tensor(xpad.transpose(1, 0, 2, 3)),
+        torch.tensor(dilate(dout, s).transpose(1, 0, 2, 3)),
+    ).numpy()  # (C, F, ...): only the first k x k offsets are kernel taps (the rest: remainder)
+    assert_close(dkernel, corr[:, :, :k, :k].transpose(1, 0, 2, 3), 1e-12, "dkernel")
