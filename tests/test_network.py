@@ -227,3 +227,12 @@ def test_he_initialisation_is_reproducible_from_its_generator_and_leaves_global_
     # He normal for the conv: std sqrt(2 / fan_in), fan_in = C*k*k = 27 (432 draws).
     assert abs(a.kernel.std() / np.sqrt(2 / 27) - 1) < 0.15
     assert not a.bias_conv.any() and not a.b_fc.any()
+
+
+def test_relu_gradient_is_zero_where_a_window_sees_only_padding():
+    # k = 1 and pad = 1: the border outputs read only padding, so there z = bias_conv = 0
+    # exactly, and ReLU must pass no gradient (x > 0, as the seed and PyTorch).
+    spec = ConvNetSpec(1, 4, 4, n_filters=2, kernel_size=1, stride=1, pad=1, n_outputs=2)
+    spec, params, X, T, loss = make_problem(spec, 3, "mse", seed=14)
+    params = params._replace(bias_conv=np.zeros(2))
+    check_op(list(params), network_op(spec, X, T, loss), torch_loss(spec, X, T, loss))
