@@ -82,7 +82,8 @@ class ConvNetParams(NamedTuple):
         return ConvNetParams(*(p.copy() for p in self))
 
     def zeros_like(self) -> ConvNetParams:
-        return ConvNetParams(*(np.zeros_like(p) for p in self))
+        # C-contiguous whatever the parameters' layout: backward_chunk writes through reshapes.
+        return ConvNetParams(*(np.zeros(p.shape, dtype=p.dtype) for p in self))
 
 
 def init_params_seed(spec: ConvNetSpec, dtype=np.float64) -> ConvNetParams:
@@ -155,11 +156,13 @@ def backward_chunk(
     """
     F, O = spec.n_filters, spec.n_outputs
     W3 = params.W_fc.reshape(F, -1, O)
-    grads.W_fc.reshape(F, -1, O)[...] += np.matmul(cache.a.transpose(0, 2, 1), dlogits)
+    # Reshape the fresh products, never the accumulators: reshaping a non-contiguous array
+    # returns a copy, and an in-place add into that copy would be silently lost.
+    grads.W_fc[...] += np.matmul(cache.a.transpose(0, 2, 1), dlogits).reshape(grads.W_fc.shape)
     grads.b_fc[...] += dlogits.sum(axis=0)
     dz = np.matmul(dlogits, W3.transpose(0, 2, 1)).reshape(F, -1)  # (F, n*P)
     dz *= cache.z > 0
-    grads.kernel.reshape(F, -1)[...] += dz @ cache.cols.T
+    grads.kernel[...] += (dz @ cache.cols.T).reshape(grads.kernel.shape)
     grads.bias_conv[...] += dz.sum(axis=1)
 
 

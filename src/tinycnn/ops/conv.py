@@ -139,7 +139,8 @@ def conv_backward(
 
 
 def _check_conv_args(x, kernel, bias, stride, pad):
-    x = check_real_array("x", x, ndim=4)
+    # dtype=None: x is already float64 or float32 (see _as_float); the float32 path stays float32.
+    x = check_real_array("x", x, ndim=4, dtype=None)
     kernel = check_real_array("kernel", kernel, ndim=4, dtype=x.dtype)
     F, C, kh, kw = kernel.shape
     if kh != kw:
@@ -167,6 +168,8 @@ def conv2d_forward(
     likewise ``out_w``): ``out[n, f, i, j] = bias[f] + sum_{c,a,b} kernel[f, c, a, b] *
     xpad[n, c, i*stride + a, j*stride + b]``. Computed in float64 unless ``x`` is float32.
     """
+    if bias is None:  # _check_conv_args reads None as "no bias to check" (conv2d_backward's)
+        raise TypeError("bias must be an array of shape (F,) (one per filter), got None")
     x = _as_float(x, "x")
     x, kernel, bias, stride, pad, _, _ = _check_conv_args(x, kernel, bias, stride, pad)
     out, _ = conv_forward(x, kernel, bias, stride, pad)
