@@ -61,7 +61,8 @@ class Workspace:
     ``fixed_inputs`` (``(N, C, H, W)``), if given, is the one ``X`` this workspace will be used
     with (full-batch training): its windows are unfolded once when they fit ``cache_bytes``, and
     it must not be modified while the workspace is in use. Without it any ``X`` of up to
-    ``max_samples`` samples may be passed (mini-batches).
+    ``max_samples`` samples may be passed (mini-batches). ``chunk_size`` overrides the samples
+    per chunk (tests use it to put chunk boundaries anywhere).
 
     The gradients returned by :meth:`loss_and_grads` are views of this workspace's buffers: they
     are overwritten by the next call (the optimizer may overwrite them too).
@@ -75,12 +76,14 @@ class Workspace:
         *,
         fixed_inputs: np.ndarray | None = None,
         cache_bytes: int = CACHE_BYTES,
+        chunk_size: int | None = None,
     ) -> None:
         dt = np.dtype(dtype)
         F, O, C, k = spec.n_filters, spec.n_outputs, spec.in_channels, spec.kernel_size
         P = spec.out_h * spec.out_w
         R = C * k * k + 1  # window rows plus the row of ones
-        n = min(chunk_samples(spec, dt.itemsize), max(1, max_samples))
+        n = chunk_samples(spec, dt.itemsize) if chunk_size is None else int(chunk_size)
+        n = max(1, min(n, max_samples))
         self.spec, self.dtype, self.max_samples, self.chunk = spec, dt, max_samples, n
 
         # Parameters in the layouts the products want, refreshed once per call.
