@@ -145,9 +145,9 @@ def test_float32_workspace_is_close_to_float64(problem, chunk):
     ws = Workspace(spec, np.float32, X.shape[0], chunk_size=chunk)
     loss, grads = ws.loss_and_grads(p32, X.astype(np.float32), T.astype(np.float32))
     assert all(g.dtype == np.float32 for g in grads)
-    assert abs(loss - expected[0]) <= 1e-5 * abs(expected[0])
+    assert abs(loss - expected[0]) <= 1e-5 * abs(expected[0])  # a sum of squares: no cancellation
     for name, a, e in zip(grads._fields, grads, expected[1]):
-        assert_close(a, e, 2e-5, f"float32 d{name}")
+        assert_close(a, e, 1e-4, f"float32 d{name}")  # sums that may cancel
 
 
 @settings(max_examples=15)
