@@ -58,20 +58,22 @@ def copied(result):
     return loss, type(grads)(*(g.copy() for g in grads))
 
 
+def window_bytes(spec: ConvNetSpec, itemsize: int = 8) -> int:
+    """Bytes of one sample's unfolded windows (plus the row of ones) in a workspace's cache."""
+    return (spec.in_channels * spec.kernel_size**2 + 1) * spec.out_h * spec.out_w * itemsize
+
+
 @settings(max_examples=40)
-@given(problems(), st.sampled_from(LOSSES), st.integers(1, 10), st.booleans())
-def test_workspace_equals_the_plain_path_for_any_chunk_size(problem, loss, chunk, cache):
+@given(problems(), st.sampled_from(LOSSES), st.integers(1, 10), st.integers(0, 10))
+def test_workspace_equals_the_plain_path_for_any_chunk_size(problem, loss, chunk, cacheable):
+    """``cacheable`` samples' windows fit the cache: none, some chunks, or all of them."""
     spec, X, T, params = problem
+    N = X.shape[0]
     expected = loss_and_grads(params, spec, X, T, loss)
-    ws = Workspace(
-        spec,
-        X.dtype,
-        X.shape[0],
-        fixed_inputs=X,
-        cache_bytes=1 << 30 if cache else 0,
-        chunk_size=chunk,
-    )
-    assert (ws.cached_cols is not None) == cache
+    budget = cacheable * window_bytes(spec)
+    ws = Workspace(spec, X.dtype, N, fixed_inputs=X, cache_bytes=budget, chunk_size=chunk)
+    whole_chunks = N if cacheable >= N else cacheable - cacheable % ws.chunk
+    assert ws.n_cached == whole_chunks
     assert_same_result(ws.loss_and_grads(params, X, T, loss), expected, 1e-12, "workspace")
 
 
@@ -99,7 +101,7 @@ def test_cached_windows_give_the_results_of_unfolding_per_chunk(problem, chunk):
     kwargs = dict(fixed_inputs=X, chunk_size=chunk)
     cached = Workspace(spec, X.dtype, X.shape[0], cache_bytes=1 << 30, **kwargs)
     streamed = Workspace(spec, X.dtype, X.shape[0], cache_bytes=0, **kwargs)
-    assert cached.cached_cols is not None and streamed.cached_cols is None
+    assert cached.n_cached == X.shape[0] and streamed.n_cached == 0
     expected = streamed.loss_and_grads(params, X, T)
     assert_same_result(cached.loss_and_grads(params, X, T), expected, 1e-12, "cached")
 

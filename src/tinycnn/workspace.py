@@ -8,10 +8,11 @@ with the memory traffic taken out, which is where an epoch's time goes (see
 * every intermediate lives in a buffer allocated once and written with ``out=`` arguments, so no
   epoch pays for page faults on fresh large arrays;
 * the batch goes through in chunks of a size fixed by the shapes (never tuned by timing, so
-  results are reproducible), small enough that a chunk's windows and activations stay in the L2
-  cache between its forward and its backward pass;
-* when ``X`` is fixed for the whole run (full-batch training) and its unfolded windows fit
-  :data:`CACHE_BYTES`, they are unfolded once and reused by every epoch;
+  results are reproducible), small enough that a chunk's windows and activations stay in cache
+  between its forward and its backward pass;
+* when ``X`` is fixed for the whole run (full-batch training), the unfolded windows of as many
+  chunks as fit :data:`CACHE_BYTES` are made once and reused by every epoch (copying windows
+  out of the images costs about as much as a matrix product);
 * the unfolded windows carry an extra row of ones and the kernel an extra column holding the
   bias, so one matrix product gives the conv plus its bias and one gives ``dkernel`` and
   ``dbias`` together (a sum as a product with ones goes through BLAS);
@@ -29,14 +30,16 @@ import numpy as np
 from .network import LOSSES, ConvNetParams, ConvNetSpec
 from .ops.conv import unfold
 
-# Unfolded windows of a fixed X are kept across epochs when they take at most this many bytes.
-# 256 MiB holds CIFAR-sized data (2000 x 3 x 32 x 32) in float32; beyond that the windows are
-# unfolded again, chunk by chunk, at every epoch, which costs little next to the products.
-CACHE_BYTES = 1 << 28
+# Unfolded windows of a fixed X kept across epochs: at most this many bytes (whole chunks, the
+# first ones); the other chunks are unfolded again at every epoch. 384 MiB hold all the windows
+# of 2000 CIFAR-sized images (3 x 32 x 32, 3x3 kernel) in float64, and two thirds of those of
+# 10000 MNIST-sized ones (28 x 28, 5x5 kernel) in float32, for which PyTorch's own training
+# takes about three times as much memory.
+CACHE_BYTES = 384 << 20
 
-# A chunk holds as many samples as fit this many bytes of buffers (windows, activations, ReLU
-# mask), so that they stay in cache between the forward and the backward pass...
-CHUNK_BYTES = 1 << 20
+# A chunk holds as many samples as fit this many numbers of windows and activations, so that
+# they stay in cache between the forward and the backward pass...
+CHUNK_ELEMENTS = 1 << 17
 # ...but at least this many: the dense layer's products read all of W_fc once per chunk, which
 # only pays off over enough rows.
 MIN_CHUNK_SAMPLES = 64
@@ -49,9 +52,8 @@ OUTPUT_BLOCK = 8
 def chunk_samples(spec: ConvNetSpec, itemsize: int) -> int:
     """Samples per chunk for arrays of ``itemsize`` bytes: a fixed function of the shapes."""
     P = spec.out_h * spec.out_w
-    rows = spec.in_channels * spec.kernel_size**2 + 1 + spec.n_filters
-    per_sample = rows * P * itemsize + spec.n_filters * P  # + the boolean ReLU mask
-    return max(MIN_CHUNK_SAMPLES, CHUNK_BYTES // per_sample)
+    per_sample = (spec.in_channels * spec.kernel_size**2 + 1 + spec.n_filters) * P
+    return max(MIN_CHUNK_SAMPLES, CHUNK_ELEMENTS // per_sample)
 
 
 class Workspace:
@@ -59,8 +61,9 @@ class Workspace:
     ``max_samples`` samples of ``dtype``.
 
     ``fixed_inputs`` (``(N, C, H, W)``), if given, is the one ``X`` this workspace will be used
-    with (full-batch training): its windows are unfolded once when they fit ``cache_bytes``, and
-    it must not be modified while the workspace is in use. Without it any ``X`` of up to
+    with (full-batch training): the windows of its first ``n_cached`` samples, as many whole
+    chunks as fit ``cache_bytes``, are unfolded once, and it must not be modified while the
+    workspace is in use. Without it any ``X`` of up to
     ``max_samples`` samples may be passed (mini-batches). ``chunk_size`` overrides the samples
     per chunk (tests use it to put chunk boundaries anywhere).
 
@@ -119,19 +122,22 @@ class Workspace:
         )
 
         self.fixed_inputs = fixed_inputs
-        self.cached_cols = None
+        self.cached_cols, self.n_cached = None, 0  # windows of samples :n_cached, kept
         if fixed_inputs is not None:
             N = fixed_inputs.shape[0]
-            if R * N * P * dt.itemsize <= cache_bytes:
-                cached = np.ones((R, N * P), dtype=dt)
-                unfold(fixed_inputs, k, spec.stride, pad, out=cached[: R - 1])
-                self.cached_cols = cached
+            n_cached = min(N, cache_bytes // (R * P * dt.itemsize))
+            if n_cached < N:
+                n_cached -= n_cached % n  # whole chunks only
+            if n_cached > 0:
+                cached = np.ones((R, n_cached * P), dtype=dt)
+                unfold(fixed_inputs[:n_cached], k, spec.stride, pad, out=cached[: R - 1])
+                self.cached_cols, self.n_cached = cached, n_cached
 
     def _chunk_cols(self, X: np.ndarray, start: int, m: int) -> np.ndarray:
         """Windows plus the row of ones, ``(R, m*P)``, of samples ``start:start+m`` of ``X``."""
         spec = self.spec
         P = spec.out_h * spec.out_w
-        if self.cached_cols is not None and X is self.fixed_inputs:
+        if start + m <= self.n_cached and X is self.fixed_inputs:
             return self.cached_cols[:, start * P : (start + m) * P]
         R = self.kernel_aug.shape[1]
         cols = self.cols[: R * m * P].reshape(R, m * P)
