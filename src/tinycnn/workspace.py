@@ -97,7 +97,8 @@ class Workspace:
         # fastest layout)
 
         # One chunk's intermediates.
-        self.cols = np.ones(R * n * P, dtype=dt)  # (R, n*P) windows; the last row stays 1
+        self.cols = np.zeros(R * n * P, dtype=dt)  # (R, n*P) windows; the last row stays 1
+        self.cols.reshape(R, n * P)[R - 1] = 1
         self.act = np.zeros((n * P, F), dtype=dt)  # conv output, ReLU'd in place, then its grad
         self.mask = np.zeros((n * P, F), dtype=bool)  # ReLU's derivative
         self.logits = np.zeros((n, O_pad), dtype=dt)
@@ -129,9 +130,14 @@ class Workspace:
             if n_cached < N:
                 n_cached -= n_cached % n  # whole chunks only
             if n_cached > 0:
-                cached = np.ones((R, n_cached * P), dtype=dt)
-                unfold(fixed_inputs[:n_cached], k, spec.stride, pad, out=cached[: R - 1])
-                self.cached_cols, self.n_cached = cached, n_cached
+                # np.empty, then each byte written once (np.ones would fill it first, slowly)
+                self.cached_cols = np.empty((R, n_cached * P), dtype=dt)
+                self.cached_cols[R - 1] = 1
+                for start in range(0, n_cached, n):  # chunk by chunk, in cache
+                    m = min(n, n_cached - start)
+                    cols = self._chunk_cols(fixed_inputs, start, m)
+                    np.copyto(self.cached_cols[: R - 1, start * P : (start + m) * P], cols[: R - 1])
+                self.n_cached = n_cached
 
     def _chunk_cols(self, X: np.ndarray, start: int, m: int) -> np.ndarray:
         """Windows plus the row of ones, ``(R, m*P)``, of samples ``start:start+m`` of ``X``."""
