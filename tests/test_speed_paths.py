@@ -260,9 +260,9 @@ def test_same_inputs_give_bit_identical_training():
 
 def test_chunks_are_a_fixed_function_of_the_shapes():
     spec = ConvNetSpec(1, 28, 28, 16, 5, 1, 0, 10)
-    assert chunk_samples(spec, 4) == chunk_samples(spec, 4) >= 1
+    assert chunk_samples(spec) == chunk_samples(spec) >= 1
     ws = Workspace(spec, np.float32, 10_000)
-    assert ws.chunk == chunk_samples(spec, 4)
+    assert ws.chunk == chunk_samples(spec)
     assert Workspace(spec, np.float32, 5).chunk == min(5, ws.chunk)
 
 

@@ -166,7 +166,8 @@ def backward_chunk(
     grads.bias_conv[...] += dz.sum(axis=1)
 
 
-LossFn = Callable[[np.ndarray, np.ndarray, int], tuple[float, np.ndarray]]
+# (pred, target, n_total, out=None) -> (loss, dpred)
+LossFn = Callable[..., tuple[float, np.ndarray]]
 LOSSES: dict[str, LossFn] = {"mse": mse_loss, "cross_entropy": softmax_cross_entropy}
 
 

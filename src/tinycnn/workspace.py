@@ -16,8 +16,12 @@ with the memory traffic taken out, which is where an epoch's time goes (see
 * the unfolded windows carry an extra row of ones and the kernel an extra column holding the
   bias, so one matrix product gives the conv plus its bias and one gives ``dkernel`` and
   ``dbias`` together (a sum as a product with ones goes through BLAS);
-* the dense weights are read as ``(F, O, P)``, the layout in which both products that use them
-  run fastest, and the conv's ``dx`` is never formed (nobody needs it).
+* the conv output is laid out ``(sample, pixel, filter)``, so that each sample's features are
+  one row and the dense layer is one product per chunk; W_fc is rearranged to match once per
+  call, in the layouts in which its products run fastest;
+* per chunk, a dozen NumPy calls: the ReLU's mask, partial gradients and the loss's gradient
+  go to buffers that are summed once per call, not once per chunk;
+* the conv's ``dx`` is never formed (nobody needs it).
 
 The results equal the reference's up to the order of floating-point sums (about 1e-16
 relative); for one workspace, the same inputs give bit-identical results every time.
@@ -25,17 +29,18 @@ relative); for one workspace, the same inputs give bit-identical results every t
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .network import LOSSES, ConvNetParams, ConvNetSpec
 from .ops.conv import unfold
 
 # Unfolded windows of a fixed X kept across epochs: at most this many bytes (whole chunks, the
-# first ones); the other chunks are unfolded again at every epoch. 384 MiB hold all the windows
-# of 2000 CIFAR-sized images (3 x 32 x 32, 3x3 kernel) in float64, and two thirds of those of
-# 10000 MNIST-sized ones (28 x 28, 5x5 kernel) in float32, for which PyTorch's own training
-# takes about three times as much memory.
-CACHE_BYTES = 384 << 20
+# first ones); the other chunks are unfolded again at every epoch. 400 MiB hold all the windows
+# of 2000 CIFAR-sized images (3 x 32 x 32, 3x3 kernel) in float64, and 70% of those of 10000
+# MNIST-sized ones (28 x 28, 5x5 kernel) in float32, whose training takes PyTorch about 1.1 GiB.
+CACHE_BYTES = 400 << 20
 
 # A chunk holds as many samples as fit this many numbers of windows and activations, so that
 # they stay in cache between the forward and the backward pass...
@@ -49,11 +54,23 @@ MIN_CHUNK_SAMPLES = 64
 OUTPUT_BLOCK = 8
 
 
-def chunk_samples(spec: ConvNetSpec, itemsize: int) -> int:
-    """Samples per chunk for arrays of ``itemsize`` bytes: a fixed function of the shapes."""
+def chunk_samples(spec: ConvNetSpec) -> int:
+    """Samples per chunk: a fixed function of the shapes."""
     P = spec.out_h * spec.out_w
     per_sample = (spec.in_channels * spec.kernel_size**2 + 1 + spec.n_filters) * P
     return max(MIN_CHUNK_SAMPLES, CHUNK_ELEMENTS // per_sample)
+
+
+class _ChunkViews(NamedTuple):
+    """The workspace's buffers cut to a chunk of ``m`` samples (views, made once per size)."""
+
+    cols: np.ndarray  # (R, m*P) unfolded windows, last row ones (when not cached)
+    padded: np.ndarray | None  # (m, C, H + 2*pad, W + 2*pad) zero-bordered images
+    act: np.ndarray  # (m*P, F) conv output, ReLU'd in place, later its gradient
+    features: np.ndarray  # (m, P*F) the same buffer, one row of features per sample
+    mask: np.ndarray  # (m*P, F) ReLU's derivative
+    logits_padded: np.ndarray  # (m, O_pad)
+    logits: np.ndarray  # (m, O) view of the above
 
 
 class Workspace:
@@ -63,9 +80,9 @@ class Workspace:
     ``fixed_inputs`` (``(N, C, H, W)``), if given, is the one ``X`` this workspace will be used
     with (full-batch training): the windows of its first ``n_cached`` samples, as many whole
     chunks as fit ``cache_bytes``, are unfolded once, and it must not be modified while the
-    workspace is in use. Without it any ``X`` of up to
-    ``max_samples`` samples may be passed (mini-batches). ``chunk_size`` overrides the samples
-    per chunk (tests use it to put chunk boundaries anywhere).
+    workspace is in use. Without it any ``X`` of up to ``max_samples`` samples may be passed
+    (mini-batches). ``chunk_size`` overrides the samples per chunk (tests use it to put chunk
+    boundaries anywhere).
 
     The gradients returned by :meth:`loss_and_grads` are views of this workspace's buffers: they
     are overwritten by the next call (the optimizer may overwrite them too).
@@ -85,34 +102,36 @@ class Workspace:
         F, O, C, k = spec.n_filters, spec.n_outputs, spec.in_channels, spec.kernel_size
         P = spec.out_h * spec.out_w
         R = C * k * k + 1  # window rows plus the row of ones
-        n = chunk_samples(spec, dt.itemsize) if chunk_size is None else int(chunk_size)
+        n = chunk_samples(spec) if chunk_size is None else int(chunk_size)
         n = max(1, min(n, max_samples))
+        n_chunks = -(-max_samples // n)
         self.spec, self.dtype, self.max_samples, self.chunk = spec, dt, max_samples, n
+        self.P, self.R, self.O_pad = P, R, -(-O // OUTPUT_BLOCK) * OUTPUT_BLOCK
 
         # Parameters in the layouts the products want, refreshed once per call.
         self.kernel_aug = np.zeros((F, R), dtype=dt)  # [kernel (F, C*k*k) | bias_conv]
-        O_pad = -(-O // OUTPUT_BLOCK) * OUTPUT_BLOCK
-        self.W_pf = np.zeros((P * F, O_pad), dtype=dt)  # W_fc, rows in (pixel, filter) order
-        self.W_pf_t = np.zeros((O, P * F), dtype=dt)  # and its transpose (each product has its
-        # fastest layout)
+        self.W_pf = np.zeros((P * F, self.O_pad), dtype=dt)  # W_fc, rows in (pixel, filter)
+        self.W_pf_t = np.zeros((O, P * F), dtype=dt)  # order, and its transpose
 
         # One chunk's intermediates.
-        self.cols = np.zeros(R * n * P, dtype=dt)  # (R, n*P) windows; the last row stays 1
-        self.cols.reshape(R, n * P)[R - 1] = 1
-        self.act = np.zeros((n * P, F), dtype=dt)  # conv output, ReLU'd in place, then its grad
-        self.mask = np.zeros((n * P, F), dtype=bool)  # ReLU's derivative
-        self.logits = np.zeros((n, O_pad), dtype=dt)
-        self.ones = np.ones(n, dtype=dt)
-        pad = spec.pad
-        if pad:  # a zero-bordered copy of the chunk: only the interior is ever written
-            self.padded = np.zeros((n, C, spec.height + 2 * pad, spec.width + 2 * pad), dtype=dt)
+        self.cols = np.zeros(R * n * P, dtype=dt)
+        self.act = np.zeros(n * P * F, dtype=dt)
+        self.mask = np.zeros(n * P * F, dtype=bool)
+        self.logits = np.zeros(n * self.O_pad, dtype=dt)
+        self.padded = None
+        if spec.pad:  # only the interior is ever written: the border stays zero
+            H, W, pad = spec.height, spec.width, spec.pad
+            self.padded = np.zeros((n, C, H + 2 * pad, W + 2 * pad), dtype=dt)
+        self._views: dict[int, _ChunkViews] = {}
 
-        # Gradients: accumulated over chunks (the first chunk writes, the others add).
-        self.grad_kernel_aug_t = np.zeros((R, F), dtype=dt)  # [dkernel | dbias].T
-        self.grad_W_pf_t = np.zeros((O, P * F), dtype=dt)
-        self.part_kernel_aug_t = np.zeros((R, F), dtype=dt)
+        # Gradients. Per call: the loss's gradient for every sample, the products with it
+        # summed through BLAS once (db = ones @ dlogits); per chunk, [dkernel | dbias].T.
+        self.dlogits = np.zeros((max_samples, O), dtype=dt)
+        self.ones = np.ones(max_samples, dtype=dt)
+        self.kernel_parts = np.zeros((n_chunks, R, F), dtype=dt)
+        self.grad_kernel_aug_t = np.zeros((R, F), dtype=dt)
+        self.grad_W_pf_t = np.zeros((O, P * F), dtype=dt)  # accumulated chunk by chunk
         self.part_W_pf_t = np.zeros((O, P * F), dtype=dt)
-        self.part_b_fc = np.zeros(O, dtype=dt)
         gk = self.grad_kernel_aug_t[: R - 1].T.reshape(spec.param_shapes["kernel"])
         assert np.shares_memory(gk, self.grad_kernel_aug_t)  # a view, never a copy
         self.grads = ConvNetParams(
@@ -135,28 +154,44 @@ class Workspace:
                 self.cached_cols[R - 1] = 1
                 for start in range(0, n_cached, n):  # chunk by chunk, in cache
                     m = min(n, n_cached - start)
-                    cols = self._chunk_cols(fixed_inputs, start, m)
+                    cols = self._chunk_cols(fixed_inputs, start, self._chunk_views(m))
                     np.copyto(self.cached_cols[: R - 1, start * P : (start + m) * P], cols[: R - 1])
                 self.n_cached = n_cached
 
-    def _chunk_cols(self, X: np.ndarray, start: int, m: int) -> np.ndarray:
+    def _chunk_views(self, m: int) -> _ChunkViews:
+        views = self._views.get(m)
+        if views is None:
+            P, R, F = self.P, self.R, self.spec.n_filters
+            cols = self.cols[: R * m * P].reshape(R, m * P)
+            cols[R - 1] = 1  # where a chunk of this size has its row of ones
+            act = self.act[: m * P * F].reshape(m * P, F)
+            logits = self.logits[: m * self.O_pad].reshape(m, self.O_pad)
+            views = _ChunkViews(
+                cols,
+                None if self.padded is None else self.padded[:m],
+                act,
+                act.reshape(m, P * F),
+                self.mask[: m * P * F].reshape(m * P, F),
+                logits,
+                logits[:, : self.spec.n_outputs],
+            )
+            # Sizes in use: the chunk and one shorter last chunk. A shorter chunk's row of
+            # ones lies inside a full chunk's windows: each size must set it again when used.
+            self._views = {m: views}
+        return views
+
+    def _chunk_cols(self, X: np.ndarray, start: int, views: _ChunkViews) -> np.ndarray:
         """Windows plus the row of ones, ``(R, m*P)``, of samples ``start:start+m`` of ``X``."""
-        spec = self.spec
-        P = spec.out_h * spec.out_w
+        m = views.features.shape[0]
         if start + m <= self.n_cached and X is self.fixed_inputs:
-            return self.cached_cols[:, start * P : (start + m) * P]
-        R = self.kernel_aug.shape[1]
-        cols = self.cols[: R * m * P].reshape(R, m * P)
+            return self.cached_cols[:, start * self.P : (start + m) * self.P]
         x = X[start : start + m]
-        pad = spec.pad
-        if pad:
-            padded = self.padded[:m]
-            padded[:, :, pad:-pad, pad:-pad] = x
-            x = padded
-        unfold(x, spec.kernel_size, spec.stride, 0, out=cols[: R - 1])
-        if m != self.chunk:  # a shorter last chunk's row of ones sits elsewhere in the buffer
-            cols[R - 1] = 1
-        return cols
+        if views.padded is not None:
+            pad = self.spec.pad
+            views.padded[:, :, pad:-pad, pad:-pad] = x
+            x = views.padded
+        unfold(x, self.spec.kernel_size, self.spec.stride, 0, out=views.cols[: self.R - 1])
+        return views.cols
 
     def loss_and_grads(
         self, params: ConvNetParams, X: np.ndarray, T: np.ndarray, loss: str = "mse"
@@ -166,54 +201,47 @@ class Workspace:
 
         The returned gradients are views of the workspace (overwritten by the next call).
         """
-        spec = self.spec
         N = X.shape[0]
         if N > self.max_samples or X.dtype != self.dtype:
             raise ValueError(
                 f"this workspace holds up to {self.max_samples} samples of {self.dtype}; "
                 f"got X of shape {X.shape} and dtype {X.dtype}"
             )
-        F, O = spec.n_filters, spec.n_outputs
-        P = spec.out_h * spec.out_w
-        R = self.kernel_aug.shape[1]
+        F, O = self.spec.n_filters, self.spec.n_outputs
+        P, R = self.P, self.R
         loss_fn = LOSSES[loss]
         W_pf, W_pf_t = self.W_pf, self.W_pf_t  # (P*F, O_pad) and (O, P*F)
         np.copyto(self.kernel_aug[:, : R - 1], params.kernel.reshape(F, R - 1))
         self.kernel_aug[:, R - 1] = params.bias_conv
         np.copyto(W_pf[:, :O].reshape(P, F, O), params.W_fc.reshape(F, P, O).transpose(1, 0, 2))
         np.copyto(W_pf_t, W_pf[:, :O].T)
-        kernel_aug_t = self.kernel_aug.T  # (R, F)
-        g_k, g_W_t, g_b = self.grad_kernel_aug_t, self.grad_W_pf_t, self.grads.b_fc
+        kernel_aug_t, b_fc = self.kernel_aug.T, params.b_fc  # (R, F), (O,)
+        g_W_t, part_W_t = self.grad_W_pf_t, self.part_W_pf_t
 
         total = 0.0
         n = self.chunk
-        for start in range(0, N, n):
-            m = min(n, N - start)
-            first = start == 0
-            cols = self._chunk_cols(X, start, m)  # (R, m*P)
-            act = self.act[: m * P]  # (m*P, F): sample, pixel, filter
+        for i, start in enumerate(range(0, N, n)):
+            stop = min(start + n, N)
+            v = self._chunk_views(stop - start)
+            cols = self._chunk_cols(X, start, v)  # (R, m*P)
+            act, features, logits = v.act, v.features, v.logits
             np.matmul(cols.T, kernel_aug_t, out=act)  # conv + bias
             np.maximum(act, 0, out=act)  # ReLU, in place
-            act2 = act.reshape(m, P * F)  # each row is one sample's features, in (P, F) order
-            np.matmul(act2, W_pf, out=self.logits[:m])
-            logits = self.logits[:m, :O]  # the padding columns hold zeros
-            logits += params.b_fc
-            part, dlogits = loss_fn(logits, T[start : start + m], N)  # dlogits (m, O)
-            total += part
+            np.matmul(features, W_pf, out=v.logits_padded)  # the padding columns stay 0
+            np.add(logits, b_fc, out=logits)
+            dlogits = self.dlogits[start:stop]  # (m, O)
+            total += loss_fn(logits, T[start:stop], N, out=dlogits)[0]
 
-            # dense backward: dW.T = dlogits.T @ act2; db = ones @ dlogits (a sum through BLAS)
-            np.matmul(dlogits.T, act2, out=g_W_t if first else self.part_W_pf_t)
-            np.matmul(self.ones[:m], dlogits, out=g_b if first else self.part_b_fc)
-            if not first:
-                g_W_t += self.part_W_pf_t
-                g_b += self.part_b_fc
-            mask = self.mask[: m * P]
-            np.greater(act, 0, out=mask)  # the last use of the activations:
-            np.matmul(dlogits, W_pf_t, out=act2)  # their buffer now receives their gradient
-            np.multiply(act, mask, out=act)  # ReLU backward: act now holds dz (m*P, F)
+            np.matmul(dlogits.T, features, out=part_W_t if i else g_W_t)  # dW.T (O, P*F)
+            if i:
+                g_W_t += part_W_t
+            np.greater(act, 0, out=v.mask)  # the last use of the activations:
+            np.matmul(dlogits, W_pf_t, out=features)  # their buffer now receives their gradient
+            np.multiply(act, v.mask, out=act)  # ReLU backward: act now holds dz (m*P, F)
             # [dkernel | dbias].T = [cols; 1] @ dz: the bias gradient comes from the ones row
-            np.matmul(cols, act, out=g_k if first else self.part_kernel_aug_t)
-            if not first:
-                g_k += self.part_kernel_aug_t
+            np.matmul(cols, act, out=self.kernel_parts[i])
+
+        np.sum(self.kernel_parts[: i + 1], axis=0, out=self.grad_kernel_aug_t)
+        np.matmul(self.ones[:N], self.dlogits[:N], out=self.grads.b_fc)
         np.copyto(self.grads.W_fc.reshape(F, P, O), g_W_t.reshape(O, P, F).transpose(2, 1, 0))
         return total, self.grads

@@ -1,7 +1,8 @@
 """Losses, each returning ``(loss, dpred)`` so the value and its gradient cannot drift apart.
 
-``scale`` lets a chunk of a larger batch contribute its share: the mean is over ``n_total`` samples
-(MSE: ``n_total * O`` entries), not over the chunk.
+``n_total`` lets a chunk of a larger batch contribute its share: the mean is over ``n_total``
+samples (MSE: ``n_total * O`` entries), not over the chunk. ``out``, if given, is an array of
+``pred``'s shape that receives the gradient (a reused buffer) and is returned as ``dpred``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import numpy as np
 
 
 def mse_loss(
-    pred: np.ndarray, target: np.ndarray, n_total: int | None = None
+    pred: np.ndarray,
+    target: np.ndarray,
+    n_total: int | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """Mean squared error over all ``N*O`` entries of ``pred``/``target`` ``(N, O)``.
 
@@ -19,7 +23,7 @@ def mse_loss(
     """
     n = pred.shape[0] if n_total is None else n_total
     denom = n * pred.shape[1]
-    diff = pred - target
+    diff = np.subtract(pred, target, out=out)
     loss = float(np.vdot(diff, diff)) / denom
     diff *= 2.0 / denom
     return loss, diff
@@ -41,7 +45,10 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def softmax_cross_entropy(
-    logits: np.ndarray, target: np.ndarray, n_total: int | None = None
+    logits: np.ndarray,
+    target: np.ndarray,
+    n_total: int | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """Cross-entropy of ``softmax(logits)`` against target distributions, averaged over samples.
 
@@ -53,7 +60,7 @@ def softmax_cross_entropy(
     n = logits.shape[0] if n_total is None else n_total
     logp = log_softmax(logits)
     loss = -float(np.vdot(target, logp)) / n
-    grad = np.exp(logp)
+    grad = np.exp(logp, out=out)
     grad *= target.sum(axis=1, keepdims=True)
     grad -= target
     grad /= n
