@@ -277,3 +277,19 @@ def test_workspace_refuses_inputs_it_was_not_built_for():
     other = ConvNetSpec(1, 5, 5, 3, 3, 1, 0, 2)
     with pytest.raises(ValueError, match="workspace was built for"):
         loss_and_grads(params, other, np.zeros((4, 1, 5, 5)), np.zeros((4, 2)), workspace=ws)
+
+
+def test_train_with_x_of_another_dtype_than_the_parameters_takes_the_plain_path():
+    rng = np.random.default_rng(7)
+    spec = ConvNetSpec(1, 6, 6, 2, 3, 1, 0, 2)
+    X, T = uniform(rng, 5, 1, 6, 6), uniform(rng, 5, 2)
+    start = type(init_params_he(spec, rng))(
+        *(p.astype(np.float32) for p in init_params_he(spec, rng))
+    )
+    fast, plain = start.copy(), start.copy()
+    train(fast, spec, X, T, SGD(0.01), 2)  # X float64, parameters float32
+    opt = SGD(0.01)
+    for epoch in (1, 2):
+        run_epoch(plain, spec, X, T, opt, epoch)
+    for a, b in zip(fast, plain):
+        np.testing.assert_array_equal(a, b)

@@ -134,10 +134,11 @@ def train(
 
     The gradients are computed in a :class:`~tinycnn.workspace.Workspace` that this call builds
     and drops (in full-batch training it unfolds ``X``'s windows once for all epochs); pass one
-    from :func:`make_workspace` to keep it across calls (``X`` must then not change).
+    from :func:`make_workspace` to keep it across calls (``X`` must then not change). An ``X``
+    not of the parameters' dtype (against the contract) takes the plain path instead.
     """
     history = history if history is not None else History()
-    if workspace is None:
+    if workspace is None and epochs > 0 and X.dtype == params.W_fc.dtype:
         workspace = make_workspace(params, spec, X, batch_size)
     for _ in range(epochs):
         epoch = history.epochs_run + 1
