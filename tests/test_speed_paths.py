@@ -283,9 +283,7 @@ def test_train_with_x_of_another_dtype_than_the_parameters_takes_the_plain_path(
     rng = np.random.default_rng(7)
     spec = ConvNetSpec(1, 6, 6, 2, 3, 1, 0, 2)
     X, T = uniform(rng, 5, 1, 6, 6), uniform(rng, 5, 2)
-    start = type(init_params_he(spec, rng))(
-        *(p.astype(np.float32) for p in init_params_he(spec, rng))
-    )
+    start = init_params_he(spec, rng, np.float32)
     fast, plain = start.copy(), start.copy()
     train(fast, spec, X, T, SGD(0.01), 2)  # X float64, parameters float32
     opt = SGD(0.01)
