@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import assert_close, rel_error, uniform
+from conftest import rel_error, uniform
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinycnn
 from tinycnn import naive
-from tinycnn.network import ConvNetSpec, init_params_he, loss_and_grads
+from tinycnn.network import ConvNetParams, ConvNetSpec, init_params_he, loss_and_grads
 from tinycnn.optim import SGD
 from tinycnn.training import make_workspace, run_epoch, train
 from tinycnn.workspace import Workspace, chunk_samples
@@ -45,12 +45,25 @@ def problems(draw, max_n: int = 9):
     return spec, X, T, params
 
 
+def assert_grads_close(actual, expected, tol: float, what: str) -> None:
+    """Each gradient to ``tol`` relative to the largest gradient entry of all: a gradient that
+    is a sum cancelling down to almost nothing (a bias gradient under softmax, whose dlogits
+    rows sum to 0) carries the rounding of its terms, not of itself."""
+    expected = [np.asarray(e) for e in expected]
+    scale = max(float(np.max(np.abs(e))) for e in expected)
+    for name, a, e in zip(ConvNetParams._fields, actual, expected):
+        assert a.shape == e.shape, f"{what}: d{name} has shape {a.shape}, not {e.shape}"
+        err = float(np.max(np.abs(a - e)))
+        assert err <= tol * scale, (
+            f"{what}: d{name} off by {err:.3g} (largest gradient {scale:.3g})"
+        )
+
+
 def assert_same_result(actual, expected, tol: float, what: str) -> None:
     (loss_a, grads_a), (loss_e, grads_e) = actual, expected
     assert abs(loss_a - loss_e) <= tol * abs(loss_e), f"{what}: loss {loss_a} vs {loss_e}"
-    for name, a, e in zip(grads_e._fields, grads_a, grads_e):
-        assert a.shape == e.shape and a.dtype == e.dtype, f"{what}: {name} {a.shape} {a.dtype}"
-        assert_close(a, e, tol, f"{what}: d{name}")
+    assert all(a.dtype == e.dtype for a, e in zip(grads_a, grads_e)), what
+    assert_grads_close(grads_a, grads_e, tol, what)
 
 
 def copied(result):
@@ -148,8 +161,7 @@ def test_float32_workspace_is_close_to_float64(problem, chunk):
     loss, grads = ws.loss_and_grads(p32, X.astype(np.float32), T.astype(np.float32))
     assert all(g.dtype == np.float32 for g in grads)
     assert abs(loss - expected[0]) <= 1e-5 * abs(expected[0])  # a sum of squares: no cancellation
-    for name, a, e in zip(grads._fields, grads, expected[1]):
-        assert_close(a, e, 1e-4, f"float32 d{name}")  # sums that may cancel
+    assert_grads_close(grads, expected[1], 1e-5, "float32")
 
 
 @settings(max_examples=15)
@@ -167,8 +179,7 @@ def test_workspace_gradients_match_torch_autograd(problem):
         params, X, T
     )
     assert abs(got_loss - loss.item()) <= 1e-12 * loss.item()
-    for name, g, t in zip(params._fields, grads, tp):
-        assert_close(g, t.grad, 1e-10, f"d{name} vs torch")
+    assert_grads_close(grads, [t.grad.numpy() for t in tp], 1e-10, "vs torch")
 
 
 @settings(max_examples=20)
