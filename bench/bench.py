@@ -308,9 +308,10 @@ def machine_description(torch) -> list[str]:
         from threadpoolctl import threadpool_info
 
         for pool in threadpool_info():
+            about = [pool.get("version"), pool.get("architecture")]
+            about = [str(x) for x in about if x] + [f"{pool['num_threads']} threads"]
             lines.append(
-                f"- {pool['user_api']}: {pool['internal_api']} {pool.get('version')} "
-                f"({pool.get('architecture')}, {pool['num_threads']} threads, "
+                f"- {pool['user_api']}: {pool['internal_api']} ({', '.join(about)}, "
                 f"{Path(pool['filepath']).name})"
             )
     except ImportError:
@@ -451,7 +452,7 @@ def write_results(path, rows, extra, misses, torch, args, elapsed, loads) -> Non
         "## Latest run",
         "",
         *machine_description(torch),
-        f"- command: `python bench/bench.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- command: `{' '.join(['python bench/bench.py', *sys.argv[1:]])}`",
         f"- {args.rounds} timed rounds per comparison after a warm-up round; took {elapsed:.0f} s;"
         f" load average {loads[0]:.2f} before, {loads[1]:.2f} after",
         "",
