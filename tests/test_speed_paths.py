@@ -281,8 +281,10 @@ def test_workspace_refuses_inputs_it_was_not_built_for():
     spec = ConvNetSpec(1, 5, 5, 2, 3, 1, 0, 2)
     ws = Workspace(spec, np.float64, 4)
     params = init_params_he(spec, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="up to 4 samples"):
+    with pytest.raises(ValueError, match="1 to 4 samples"):
         ws.loss_and_grads(params, np.zeros((5, 1, 5, 5)), np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="1 to 4 samples"):
+        ws.loss_and_grads(params, np.zeros((0, 1, 5, 5)), np.zeros((0, 2)))
     with pytest.raises(ValueError, match="float64"):
         ws.loss_and_grads(params, np.zeros((4, 1, 5, 5), np.float32), np.zeros((4, 2)))
     other = ConvNetSpec(1, 5, 5, 3, 3, 1, 0, 2)

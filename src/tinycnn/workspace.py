@@ -202,9 +202,9 @@ class Workspace:
         The returned gradients are views of the workspace (overwritten by the next call).
         """
         N = X.shape[0]
-        if N > self.max_samples or X.dtype != self.dtype:
+        if not 0 < N <= self.max_samples or X.dtype != self.dtype:
             raise ValueError(
-                f"this workspace holds up to {self.max_samples} samples of {self.dtype}; "
+                f"this workspace holds 1 to {self.max_samples} samples of {self.dtype}; "
                 f"got X of shape {X.shape} and dtype {X.dtype}"
             )
         F, O = self.spec.n_filters, self.spec.n_outputs
