@@ -20,7 +20,7 @@ import math
 import numbers
 import sys
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -116,6 +116,73 @@ def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.ra
         np.random.default_rng(split_ss),
         np.random.default_rng(shuffle_ss),
     )
+
+
+class _Start(NamedTuple):
+    """Where a run starts: weights (trained in place), optimizer, history, shuffling stream,
+    and the best weights so far (early stopping)."""
+
+    params: ConvNetParams
+    optimizer: Optimizer
+    history: History
+    shuffle_rng: np.random.Generator
+    best: ConvNetParams | None
+
+
+class _EpochHook:
+    """Runs after every epoch of ``training.train``: keeps the weights to fall back to, prints
+    progress, and hands a :class:`TrainingState` to the user's callback (True stops)."""
+
+    def __init__(self, est, spec, start: _Start, seed, callback, stopping, incremental) -> None:
+        self.est, self.spec, self.start, self.seed = est, spec, start, seed
+        self.callback, self.stopping, self.incremental = callback, stopping, incremental
+        self.best = start.best  # best validation score so far (early stopping)
+        # The weights to fall back to if training diverges: those of the completed epoch with
+        # the lowest training loss (at first, the starting weights). The weights just before
+        # the non-finite loss are finite but usually already blown up (losses like 1e48), so
+        # they could not be trained on with a smaller rate.
+        self.good, self.good_loss = start.params.copy(), math.inf
+        self.user_stopped = False
+
+    def restore(self, weights: ConvNetParams) -> None:
+        for p, w in zip(self.start.params, weights):
+            p[...] = w
+
+    def __call__(self, history: History, live: ConvNetParams) -> bool:
+        if history.loss_curve[-1] <= self.good_loss:
+            self.good, self.good_loss = live.copy(), history.loss_curve[-1]
+        scores = history.validation_scores
+        if scores and (len(scores) == 1 or scores[-1] > max(scores[:-1])):
+            self.best = live.copy()
+        if self.est.verbose:
+            line = f"Iteration {history.epochs_run}, loss = {history.loss_curve[-1]:.8f}"
+            if scores:
+                line += f", validation score = {scores[-1]:.6f}"
+            print(line, file=sys.stdout)
+        if self.callback is None:
+            return False
+        finished = not self.incremental and (
+            history.epochs_run >= int(self.est.max_iter)
+            or history.no_improvement_count >= self.stopping
+        )
+        start = self.start
+        state = TrainingState(
+            epoch=history.epochs_run,
+            seed=self.seed,
+            params=live.copy(),
+            optimizer=start.optimizer.state_dict(),
+            rng_state=_copy_rng_state(start.shuffle_rng),
+            history=_copy_history(history),
+            input_mean=self.est.input_mean_.copy(),
+            input_std=self.est.input_std_.copy(),
+            best_params=None if self.best is None else self.best.copy(),
+            finished=bool(finished),
+        )
+        self.est._set_fitted(
+            self.spec, live, history, start.optimizer, self.seed, start.shuffle_rng
+        )
+        self.user_stopped = bool(self.callback(self.est, state))
+        return self.user_stopped
 
 
 class _BaseCNN(BaseEstimator):
@@ -379,6 +446,7 @@ class _BaseCNN(BaseEstimator):
         callback: Any = None,
         resume: TrainingState | None = None,
     ):
+        """fit (``incremental=False``), partial_fit (True) and resumed fits, in one place."""
         self._validate_params()
         dtype = check_float_dtype("dtype", self.dtype)
         lr = check_positive_float("learning_rate_init", self.learning_rate_init)
@@ -402,152 +470,70 @@ class _BaseCNN(BaseEstimator):
             seed = self._seed
         else:
             seed = _resolve_seed(self.random_state)
-        if self.early_stopping and not incremental:
-            train_idx, val_idx = self._split(y_codes, seed)
-        else:
-            train_idx, val_idx = None, None
+        split = self._split(y_codes, seed) if self.early_stopping and not incremental else None
 
         # Standardisation: learned on the training part once, kept by warm starts and resumes.
         if resume is not None:
-            mean, std = _checked_stats(resume, spec)
-        elif reuse:
-            mean, std = self.input_mean_, self.input_std_
-        else:
-            fit_images = images if train_idx is None else images[train_idx]
-            mean, std = self._channel_stats(fit_images, self.standardize)
-        self.input_mean_, self.input_std_ = mean, std
+            self.input_mean_, self.input_std_ = _checked_stats(resume, spec)
+        elif not reuse:
+            fit_images = images if split is None else images[split[0]]
+            self.input_mean_, self.input_std_ = self._channel_stats(fit_images, self.standardize)
         inputs = self._standardize(images, dtype)
 
         if resume is not None:
-            params = _checked_params(resume.params, spec, dtype, "resume.params")
-            history = _copy_history(resume.history)
-            shuffle_rng = _streams(seed)[2]
-            optimizer = make_optimizer(self.solver, lr, self.momentum)
-            try:
-                if resume.rng_state is not None:
-                    shuffle_rng.bit_generator.state = resume.rng_state
-                optimizer.load_state_dict(resume.optimizer)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(
-                    f"resume does not fit this estimator (solver={self.solver!r}): its "
-                    f"optimizer or random state cannot be loaded ({type(exc).__name__}: {exc})"
-                ) from None
-            _check_optimizer_shapes(optimizer.state_dict(), params)
-            best = (
-                _checked_params(resume.best_params, spec, dtype, "resume.best_params")
-                if resume.best_params is not None
-                else None
-            )
+            start = self._resumed_start(resume, spec, dtype, lr)
         else:
-            if incremental and reuse and hasattr(self, "_shuffle_rng"):
-                shuffle_rng = self._shuffle_rng
-            else:
-                shuffle_rng = _streams(seed)[2]
-            if reuse:
-                params = self.params_.copy()
-            else:
-                params = init_params_he(spec, _streams(seed)[0], dtype)
-                self._init_output_bias(params, T)
-            if incremental and reuse and getattr(self, "_optimizer", None) is not None:
-                optimizer = self._optimizer
-            else:
-                optimizer = make_optimizer(self.solver, lr, self.momentum)
-            history = self._previous_history() if incremental and reuse else History()
-            best = None
-        if train_idx is not None:
+            start = self._fresh_start(spec, dtype, lr, seed, T, incremental, reuse)
+        if split is not None:
+            train_idx, val_idx = split
             fit_inputs, fit_T = inputs[train_idx], T[train_idx]
-            val_inputs, val_y = inputs[val_idx], targets_meta[val_idx]
-            validation_score = self._validation_scorer(spec, val_inputs, val_y)
+            validation_score = self._validation_scorer(spec, inputs[val_idx], targets_meta[val_idx])
         else:
             fit_inputs, fit_T, validation_score = inputs, T, None
         n_train = fit_inputs.shape[0]
         batch_size = min(AUTO_BATCH_SIZE, n_train) if self.batch_size == "auto" else self.batch_size
-        batch_size = min(int(batch_size), n_train)
-
         stopping = None if incremental else int(self.n_iter_no_change)
+        history = start.history
         if incremental:
             epochs = 1
+        elif history.no_improvement_count >= int(self.n_iter_no_change):
+            history.stopped_early, epochs = True, 0  # the resumed run had already stopped
         else:
             epochs = int(self.max_iter) - history.epochs_run
-            if stopping is not None and history.no_improvement_count >= stopping:
-                history.stopped_early = True
-                epochs = 0
-        user_stopped = False
-        best_holder = [best]
-        # The weights to fall back to if training diverges: those of the completed epoch with
-        # the lowest training loss (at first, the starting weights). The weights just before
-        # the non-finite loss are finite but usually already blown up (losses like 1e48), so
-        # they could not be trained on with a smaller rate.
-        good_holder = [params.copy(), math.inf]
 
-        def on_epoch(hist: History, live: ConvNetParams) -> bool:
-            nonlocal user_stopped
-            if hist.loss_curve[-1] <= good_holder[1]:
-                good_holder[0], good_holder[1] = live.copy(), hist.loss_curve[-1]
-            if validation_score is not None:
-                scores = hist.validation_scores
-                if len(scores) == 1 or scores[-1] > max(scores[:-1]):
-                    best_holder[0] = live.copy()
-            if self.verbose:
-                line = f"Iteration {hist.epochs_run}, loss = {hist.loss_curve[-1]:.8f}"
-                if hist.validation_scores:
-                    line += f", validation score = {hist.validation_scores[-1]:.6f}"
-                print(line, file=sys.stdout)
-            if callback is None:
-                return False
-            finished = hist.epochs_run >= int(self.max_iter) or (
-                stopping is not None and hist.no_improvement_count >= stopping
-            )
-            state = TrainingState(
-                epoch=hist.epochs_run,
-                seed=seed,
-                params=live.copy(),
-                optimizer=optimizer.state_dict(),
-                rng_state=_copy_rng_state(shuffle_rng),
-                history=_copy_history(hist),
-                input_mean=mean.copy(),
-                input_std=std.copy(),
-                best_params=None if best_holder[0] is None else best_holder[0].copy(),
-                finished=bool(finished and not incremental),
-            )
-            self._set_fitted(spec, live, hist, optimizer, seed, shuffle_rng)
-            user_stopped = bool(callback(self, state))
-            return user_stopped
-
+        hook = _EpochHook(self, spec, start, seed, callback, stopping, incremental)
         try:
-            history = train(
-                params,
+            train(
+                start.params,
                 spec,
                 fit_inputs,
                 fit_T,
-                optimizer,
+                start.optimizer,
                 epochs,
                 loss=self._loss,
-                batch_size=batch_size,
-                rng=shuffle_rng if self.shuffle else None,
+                batch_size=min(int(batch_size), n_train),
+                rng=start.shuffle_rng if self.shuffle else None,
                 l2=float(self.alpha),
                 history=history,
                 validation_score=validation_score,
                 n_iter_no_change=stopping,
                 tol=float(self.tol),
                 restore_on_divergence=True,
-                callback=on_epoch,
+                callback=hook,
             )
         except DivergenceError:
             # Keep the last good weights, so that a warm start with a smaller learning rate
             # can go on from there; the optimizer's moments may be non-finite: drop it.
-            for p, good in zip(params, good_holder[0]):
-                p[...] = good
-            self._set_fitted(spec, params, history, None, seed, shuffle_rng)
+            hook.restore(hook.good)
+            self._set_fitted(spec, start.params, history, None, seed, start.shuffle_rng)
             raise
-        if best_holder[0] is not None and not user_stopped:
+        if hook.best is not None and not hook.user_stopped:
             # scikit-learn's rule: early stopping keeps the weights of the best validation score.
-            for p, b in zip(params, best_holder[0]):
-                p[...] = b
-        self._set_fitted(spec, params, history, optimizer, seed, shuffle_rng)
+            hook.restore(hook.best)
+        self._set_fitted(spec, start.params, history, start.optimizer, seed, start.shuffle_rng)
         if (
             not incremental
-            and not user_stopped
+            and not hook.user_stopped
             and not history.stopped_early
             and history.epochs_run >= int(self.max_iter)
         ):
@@ -558,6 +544,54 @@ class _BaseCNN(BaseEstimator):
                 stacklevel=3,
             )
         return self
+
+    def _fresh_start(
+        self,
+        spec: ConvNetSpec,
+        dtype: np.dtype,
+        lr: float,
+        seed: int,
+        T: np.ndarray,
+        incremental: bool,
+        reuse: bool,
+    ) -> _Start:
+        """New weights (or the fitted ones, for warm starts and partial_fit), optimizer and
+        history; partial_fit continues its optimizer, history and shuffling stream."""
+        init_rng, _, shuffle_rng = _streams(seed)
+        if incremental and reuse and hasattr(self, "_shuffle_rng"):
+            shuffle_rng = self._shuffle_rng
+        if reuse:
+            params = self.params_.copy()
+        else:
+            params = init_params_he(spec, init_rng, dtype)
+            self._init_output_bias(params, T)
+        optimizer = getattr(self, "_optimizer", None) if incremental and reuse else None
+        if optimizer is None:
+            optimizer = make_optimizer(self.solver, lr, self.momentum)
+        history = self._previous_history() if incremental and reuse else History()
+        return _Start(params, optimizer, history, shuffle_rng, None)
+
+    def _resumed_start(
+        self, resume: TrainingState, spec: ConvNetSpec, dtype: np.dtype, lr: float
+    ) -> _Start:
+        """Weights, optimizer, history, shuffling stream and best weights from ``resume``."""
+        params = _checked_params(resume.params, spec, dtype, "resume.params")
+        shuffle_rng = _streams(int(resume.seed))[2]
+        optimizer = make_optimizer(self.solver, lr, self.momentum)
+        try:
+            if resume.rng_state is not None:
+                shuffle_rng.bit_generator.state = resume.rng_state
+            optimizer.load_state_dict(resume.optimizer)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"resume does not fit this estimator (solver={self.solver!r}): its "
+                f"optimizer or random state cannot be loaded ({type(exc).__name__}: {exc})"
+            ) from None
+        _check_optimizer_shapes(optimizer.state_dict(), params)
+        best = None
+        if resume.best_params is not None:
+            best = _checked_params(resume.best_params, spec, dtype, "resume.best_params")
+        return _Start(params, optimizer, _copy_history(resume.history), shuffle_rng, best)
 
     def _previous_history(self) -> History:
         """The history partial_fit continues (rebuilt from the attributes after a load)."""
