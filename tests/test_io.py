@@ -88,6 +88,8 @@ def test_regressor_round_trip_multi_output_and_float32(dtype, tmp_path):
     assert_same_weights(loaded, reg)
     np.testing.assert_array_equal(loaded.predict(X), reg.predict(X))
     assert loaded.validation_scores_ == reg.validation_scores_
+    save_model(loaded, tmp_path / "again.npz")  # a loaded model saves the same file
+    assert (tmp_path / "again.npz").read_bytes() == (tmp_path / "r.npz").read_bytes()
 
 
 def test_feature_names_survive_a_round_trip(tmp_path):

@@ -223,7 +223,7 @@ class _BaseCNN(BaseEstimator):
     def __init__(
         self,
         n_filters: int = 16,
-        kernel_size: int = 3,
+        kernel_size: int = 5,
         stride: int = 1,
         padding: int | str = "same",
         image_shape: tuple[int, ...] | None = None,
@@ -757,7 +757,7 @@ class CNNClassifier(ClassifierMixin, _BaseCNN):
     ----------
     n_filters : int, default=16
         Number of convolution filters F.
-    kernel_size : int, default=3
+    kernel_size : int, default=5
         Side k of the square kernels.
     stride : int, default=1
     padding : "same", "valid" or int, default="same"

@@ -134,8 +134,12 @@ def _model_content(
     members["input_std"] = np.ascontiguousarray(std, dtype=np.float64)
     if hasattr(est, "classes_"):
         members["classes"] = _savable_classes(est.classes_)
-    if history is None:
-        history = History(epochs_run=int(est.n_iter_), loss_curve=list(est.loss_curve_))
+    if history is None:  # e.g. a loaded model: rebuild what the attributes say
+        history = History(
+            epochs_run=int(est.n_iter_),
+            loss_curve=list(est.loss_curve_),
+            validation_scores=list(est.validation_scores_ or []),
+        )
     spec = est.spec_
     validation = list(history.validation_scores) if est.early_stopping else None
     fitted = {
