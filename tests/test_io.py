@@ -595,3 +595,43 @@ def test_checkpoint_state_damage_is_refused(tmp_path):
         with pytest.raises(ModelFileError, match="c.npz"):
             load_checkpoint(path)
             pytest.fail(f"accepted: {label}")
+
+
+KILLED_WRITER = """
+import sys, warnings
+import numpy as np
+from tinycnn import CNNClassifier
+from tinycnn.io import save_checkpoint
+warnings.simplefilter("ignore")
+rng = np.random.default_rng(0)
+X = rng.normal(size=(40, 1, 6, 6)); y = np.arange(40) % 2
+path = sys.argv[1]
+states = []
+CNNClassifier(max_iter=3, random_state=0).fit(X, y, callback=lambda e, s: states.append((e, s)))
+est, state = states[-1]
+save_checkpoint(path, est, state)
+print("ready", flush=True)
+while True:  # rewrite the checkpoint until killed
+    save_checkpoint(path, est, state)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_a_writer_killed_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "checkpoint.npz"
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(float(rng.uniform(0.0, 0.05)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        est, state = load_checkpoint(path)
+        assert state.epoch == 3 and est.n_iter_ == 3
