@@ -23,34 +23,20 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+import tinycnn  # noqa: E402
 from tinycnn import export  # noqa: E402
-from tinycnn.network import ConvNetParams, ConvNetSpec, init_params_he, predict  # noqa: E402
+from tinycnn.network import ConvNetParams, predict  # noqa: E402
 
 torch.set_num_threads(1)  # the suite runs on 2 cores with -n 2
 
 
-# --- a stand-in for a fitted estimator: exactly the attributes of the shared contract ---------
-
-
-class StandInClassifier(SimpleNamespace):
-    def outputs(self, X):
-        return reference_outputs(self, X)
-
-    def predict(self, X):
-        return self.classes_[np.argmax(self.outputs(X), axis=1)]
-
-
-class StandInRegressor(SimpleNamespace):
-    def outputs(self, X):
-        return reference_outputs(self, X)
-
-    def predict(self, X):
-        out = self.outputs(X)
-        return out[:, 0] if out.shape[1] == 1 else out
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
 def reference_outputs(est, X):
-    """tinycnn's outputs ``(N, O)`` for raw images ``X`` ``(N, C, H, W)``: the contract's math."""
+    """tinycnn's outputs ``(N, O)`` for raw images ``X`` ``(N, C, H, W)``, from the contract's
+    fitted attributes: standardise in float64, then the network's forward in the estimator's
+    dtype (logits for a classifier)."""
     dtype = est.params_.kernel.dtype
     mean = est.input_mean_.reshape(1, -1, 1, 1)
     std = est.input_std_.reshape(1, -1, 1, 1)
@@ -69,29 +55,29 @@ def make_fitted(
     dtype=np.float64,
     seed=0,
 ):
-    """A fitted-looking model with random weights, biases and standardisation."""
+    """A CNNClassifier/CNNRegressor fitted briefly on random images whose channels have
+    different means and scales (so the standardisation matters)."""
     rng = np.random.default_rng(seed)
     C, H, W = image_shape
-    spec = ConvNetSpec(C, H, W, n_filters, kernel_size, stride, pad, n_outputs)
-    he = init_params_he(spec, rng, np.float64)
-    params = ConvNetParams(
-        kernel=he.kernel,
-        bias_conv=rng.normal(0, 0.3, spec.param_shapes["bias_conv"]),
-        W_fc=he.W_fc,
-        b_fc=rng.normal(0, 0.3, spec.param_shapes["b_fc"]),
-    )
-    fields = dict(
-        spec_=spec,
-        params_=ConvNetParams(*(p.astype(dtype) for p in params)),
-        input_mean_=rng.normal(0.5, 0.2, C),
-        input_std_=rng.uniform(0.2, 2.0, C),
-        image_shape_=image_shape,
-        n_features_in_=C * H * W,
-        n_outputs_=n_outputs,
+    N = 24
+    loc = rng.uniform(-1, 2, (1, C, 1, 1))
+    scale = rng.uniform(0.3, 3, (1, C, 1, 1))
+    X = loc + scale * rng.standard_normal((N, C, H, W))
+    settings = dict(
+        n_filters=n_filters,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=pad,
+        max_iter=3,
+        learning_rate_init=0.01,
+        dtype=dtype,
+        random_state=seed,
     )
     if classifier:
-        return StandInClassifier(classes_=np.arange(n_outputs) * 3 + 1, **fields)
-    return StandInRegressor(**fields)
+        labels = (np.arange(n_outputs) * 3 + 1)[rng.permutation(N) % n_outputs]
+        return tinycnn.CNNClassifier(**settings).fit(X, labels)
+    y = rng.standard_normal((N, n_outputs)) if n_outputs > 1 else rng.standard_normal(N)
+    return tinycnn.CNNRegressor(**settings).fit(X, y)
 
 
 def images(est, n, seed=1):
@@ -154,9 +140,13 @@ def test_to_torch_matches_tinycnn_for_any_geometry_and_dtype(g):
     module = export.to_torch(est)
     out = run_torch(module, X)
     assert out.dtype == np.float32
-    assert_close_rel(out, est.outputs(X))
+    assert_close_rel(out, reference_outputs(est, X))
     if g["classifier"]:
         np.testing.assert_array_equal(est.classes_[out.argmax(axis=1)], est.predict(X))
+        probabilities = torch.softmax(torch.from_numpy(out).double(), dim=1).numpy()
+        assert_close_rel(probabilities, est.predict_proba(X))
+    else:
+        assert_close_rel(out.reshape(est.predict(X).shape), est.predict(X))
 
 
 def test_to_torch_is_float32_and_has_the_contract_layers():
@@ -173,16 +163,25 @@ def test_to_torch_is_float32_and_has_the_contract_layers():
     np.testing.assert_array_equal(module.input_std.numpy(), std.reshape(1, 2, 1, 1))
 
 
-def test_to_torch_in_float64_is_tinycnn_to_rounding():
-    """With float32 rounding out of the way, the module is the same function, not a close one."""
+def test_to_torch_in_float64_is_tinycnn_exactly():
+    """Out of float32 rounding's way, the module is the same function, not a close one: in
+    float64 it equals tinycnn's forward with the same (float32-rounded) weights to 1e-12."""
     est = make_fitted(image_shape=(3, 8, 7), n_filters=4, kernel_size=3, stride=2, pad=2)
     X = images(est, 6).astype(np.float64)
     module = export.to_torch(est).double()
     with torch.no_grad():
         out = module(torch.from_numpy(X)).numpy()
-    np.testing.assert_allclose(out, est.outputs(X), rtol=1e-6, atol=1e-6)  # float32 weights
-    # The standardisation buffers are float32-rounded copies of the float64 statistics.
-    np.testing.assert_allclose(module.input_mean.numpy().ravel(), est.input_mean_, rtol=1e-7)
+
+    def rounded(a):
+        return np.asarray(a).astype(np.float32).astype(np.float64)
+
+    same_weights = SimpleNamespace(
+        spec_=est.spec_,
+        params_=ConvNetParams(*(rounded(p) for p in est.params_)),
+        input_mean_=rounded(est.input_mean_),
+        input_std_=rounded(est.input_std_),
+    )
+    np.testing.assert_allclose(out, reference_outputs(same_weights, X), rtol=1e-12, atol=1e-12)
 
 
 def test_to_torch_regressor_multi_output():
@@ -202,6 +201,10 @@ def test_to_torch_module_pickles(tmp_path):
 
 
 def test_to_torch_refuses_an_unfitted_estimator():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match=r"est must be a fitted tinycnn estimator.*params_"):
+        tinycnn.CNNClassifier().to_torch()
     with pytest.raises(ValueError, match=r"est must be a fitted tinycnn estimator.*params_"):
         export.to_torch(SimpleNamespace(spec_=None))
 
@@ -229,17 +232,17 @@ def onnx_session(path):
 def test_to_onnx_runs_in_onnxruntime_like_tinycnn(tmp_path, geometry, dtype, classifier):
     est = make_fitted(classifier=classifier, n_outputs=3, dtype=dtype, **geometry)
     path = tmp_path / "model.onnx"
-    export.to_onnx(est, path)
+    est.to_onnx(path)
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     session = onnx_session(path)
     output_name = "logits" if classifier else "outputs"
     assert [o.name for o in session.get_outputs()] == [output_name]
     for batch in (1, 7):
-        X = images(est, batch, seed=batch)
+        X = images(est, batch, seed=batch + 10)
         (out,) = session.run(None, {"x": X})
         assert out.shape == (batch, 3) and out.dtype == np.float32
-        assert_close_rel(out, est.outputs(X))
+        assert_close_rel(out, reference_outputs(est, X))
         if classifier:
             np.testing.assert_array_equal(est.classes_[out.argmax(axis=1)], est.predict(X))
         else:
@@ -313,14 +316,41 @@ def test_round_trip_through_torch_keeps_torchs_predictions(dtype, classifier):
     assert all(p.shape == q.shape for p, q in zip(est.params_, like.params_))
     X = images(like, 8)
     torch_out = run_torch(module, X)
-    assert_close_rel(est.outputs(X), torch_out)
+    assert_close_rel(reference_outputs(est, X), torch_out)
     if classifier:
         np.testing.assert_array_equal(est.predict(X), like.classes_[torch_out.argmax(axis=1)])
         np.testing.assert_array_equal(est.classes_, like.classes_)
+    else:
+        assert_close_rel(est.predict(X), torch_out)
     # like is untouched
     for p, q in zip(like.params_, before):
         np.testing.assert_array_equal(p, q)
-    assert not np.allclose(est.outputs(X), like.outputs(X), rtol=1e-3)
+    assert not np.allclose(reference_outputs(est, X), reference_outputs(like, X), rtol=1e-3)
+
+
+def test_from_torch_gives_what_loading_a_model_file_of_those_weights_gives(tmp_path):
+    """The estimator that comes back is a complete fitted estimator: it saves and loads, and it
+    carries no training state of the weights before PyTorch (a partial_fit after it starts a
+    fresh optimizer, exactly as after tinycnn.load)."""
+    like = make_fitted(image_shape=(2, 6, 5), n_outputs=3)
+    module = like.to_torch()
+    with torch.no_grad():
+        module.fc.weight.mul_(1.5)
+        module.conv.bias.add_(0.2)
+    est = tinycnn.from_torch(module, like=like)
+    assert tinycnn.from_torch is export.from_torch
+    est.save(tmp_path / "back.npz")
+    loaded = tinycnn.load(tmp_path / "back.npz")
+    X = images(like, 10)
+    np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+
+    rng = np.random.default_rng(5)
+    X_more = rng.standard_normal((12, 2, 6, 5))
+    y_more = like.classes_[np.arange(12) % 3]
+    est.partial_fit(X_more, y_more)
+    loaded.partial_fit(X_more, y_more)
+    for p, q in zip(est.params_, loaded.params_):
+        np.testing.assert_array_equal(p, q)
 
 
 def test_from_torch_of_an_unchanged_export_is_the_estimator_to_float32_rounding():

@@ -20,7 +20,6 @@ import contextlib
 import copy
 import json
 import os
-import secrets
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -151,9 +150,11 @@ def to_onnx(est: Any, path: str | os.PathLike[str]) -> None:
     _check_fitted(est, "est")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    from .io import _atomic_write
+
     model = _onnx_model(est, onnx)
     onnx.checker.check_model(model, full_check=True)
-    _write_atomically(path, model.SerializeToString())
+    _atomic_write(path, model.SerializeToString())
 
 
 def _onnx_model(est: Any, onnx: Any) -> onnx.ModelProto:
@@ -211,35 +212,20 @@ def _onnx_model(est: Any, onnx: Any) -> onnx.ModelProto:
     return model
 
 
-def _write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that it is either the old file or the whole new one."""
-    path = os.fspath(path)
-    temp = f"{path}.{secrets.token_hex(4)}.tmp"
-    # os.open with O_EXCL never clobbers, and mode 0o666 lets the umask set the usual permissions.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
 def from_torch(module: torch.nn.Module, like: Any) -> Any:
     """A NEW fitted estimator like ``like``, with the weights of ``module``.
 
     ``module`` is what :func:`to_torch` returns (possibly trained further), or a wrapper holding
     it in ``.module`` (``DistributedDataParallel``, ``DataParallel``) or ``._orig_mod``
-    (``torch.compile``). The result is a deep copy of the fitted ``like`` (same class, parameters,
-    ``classes_``, ``spec_``...) whose ``params_`` are the module's conv and dense weights in
-    ``like``'s dtype and whose ``input_mean_``/``input_std_`` are the module's standardisation
-    buffers; it predicts what the module computes. ``like`` itself is not changed; its training
-    history (``loss_curve_``, ``n_iter_``) is kept as it was, since the PyTorch training is not
-    recorded there.
+    (``torch.compile``). The result is a clone of ``like`` (same class and parameters) with copies
+    of ``like``'s public fitted attributes (``classes_``, ``spec_``, ``loss_curve_``...), except
+    that ``params_`` are the module's conv and dense weights in ``like``'s dtype and
+    ``input_mean_``/``input_std_`` are the module's standardisation buffers: it predicts what the
+    module computes. It is what ``tinycnn.load`` would give for a model file of those weights: no
+    private training state comes along (the optimizer's moments belong to the weights before
+    PyTorch changed them), so a later ``partial_fit`` starts a fresh optimizer. ``like`` itself
+    is not changed; ``loss_curve_`` and ``n_iter_`` stay ``like``'s, since the PyTorch training
+    is not recorded there.
 
     Raises ``TypeError`` when ``module`` is not such a module, ``ValueError`` naming every layer
     whose shape or settings differ from ``like.spec_``, or whose weights are not finite.
@@ -266,7 +252,7 @@ def from_torch(module: torch.nn.Module, like: Any) -> Any:
         raise ValueError(f"module's input_std must be > 0, got {arrays['input_std'].ravel()}")
 
     dtype = like.params_.kernel.dtype
-    est = copy.deepcopy(like)
+    est = _fitted_clone(like)
     est.params_ = ConvNetParams(
         kernel=arrays["conv.weight"].astype(dtype),
         bias_conv=arrays["conv.bias"].astype(dtype),
@@ -275,6 +261,18 @@ def from_torch(module: torch.nn.Module, like: Any) -> Any:
     )
     est.input_mean_ = arrays["input_mean"].reshape(-1)
     est.input_std_ = arrays["input_std"].reshape(-1)
+    return est
+
+
+def _fitted_clone(like: Any) -> Any:
+    """An unfitted clone of ``like`` given deep copies of its public fitted attributes (the
+    scikit-learn convention: names ending, not starting, with an underscore)."""
+    from sklearn.base import clone
+
+    est = clone(like)
+    for name, value in vars(like).items():
+        if name.endswith("_") and not name.startswith("_"):
+            setattr(est, name, copy.deepcopy(value))
     return est
 
 
