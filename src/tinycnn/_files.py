@@ -1,0 +1,67 @@
+"""Atomic file writes: a reader (or a process killed mid-write) never sees half a file.
+
+The content goes to a temporary file in the destination's folder, is flushed to disk, and only
+then replaces the destination with ``os.replace`` (atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any
+
+import numpy as np
+
+# Temporary files start with this, so leftovers of a killed process can be recognised and removed.
+TEMP_PREFIX = ".tinycnn-tmp-"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file to write; on success it replaces ``path``, on error it is removed."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=os.path.basename(path), dir=folder)
+    try:
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_write(path, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write one array in ``.npy`` format to exactly ``path`` (no suffix added), atomically."""
+    with atomic_write(path) as handle:
+        np.save(handle, np.asarray(array), allow_pickle=False)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> None:
+    """Delete temporary files that a killed process left in ``folder``."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_file():
+                with contextlib.suppress(OSError):
+                    os.remove(entry.path)
