@@ -38,6 +38,8 @@ SYNTHETIC_SIZE = 12
 SYNTHETIC_SAMPLES = 800
 SYNTHETIC_SEED = 0
 SYNTHETIC_NOISE = 0.15
+# The held-out share of the data that `tinycnn train` tests on.
+TEST_SIZE = 0.25
 
 
 class DatasetError(ValueError):
@@ -123,6 +125,19 @@ def _digits() -> tuple[np.ndarray, np.ndarray, tuple[int, int, int], str]:
         ) from None
     digits = load_digits()
     return digits.data, digits.target, (1, 8, 8), "sklearn.datasets.load_digits"
+
+
+def held_out_split(
+    X: np.ndarray, y: np.ndarray, task: str, seed: int, test_size: float = TEST_SIZE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(X_train, X_test, y_train, y_test)``: ``test_size`` of the samples held out with
+    scikit-learn's ``train_test_split(random_state=seed)``, stratified by class for a
+    classification task. ``tinycnn train`` tests on this split; ``tinycnn evaluate --split
+    test`` recreates it."""
+    from sklearn.model_selection import train_test_split
+
+    stratify = y if task == "classification" else None
+    return train_test_split(X, y, test_size=test_size, random_state=seed, stratify=stratify)
 
 
 # ---------------------------------------------------------------- synthetic images
