@@ -453,7 +453,7 @@ BAD_USAGE = {
     "zero filters": ([*TRAIN, "--n-filters", "0"], "--n-filters"),
     "zero stride": ([*TRAIN, "--stride", "0"], "--stride"),
     "negative padding": ([*TRAIN, "--padding", "-1"], "--padding"),
-    "word padding": ([*TRAIN, "--padding", "valid"], "--padding"),
+    "word padding": ([*TRAIN, "--padding", "wide"], "--padding"),
     "zero batch": ([*TRAIN, "--batch-size", "0"], "--batch-size"),
     "negative alpha": ([*TRAIN, "--alpha", "-1"], "--alpha"),
     "fraction 1": ([*TRAIN, "--validation-fraction", "1"], "--validation-fraction"),

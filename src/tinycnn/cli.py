@@ -84,17 +84,19 @@ def open_fraction(text: str) -> float:
 
 
 def padding_value(text: str) -> str | int:
-    """``same`` or an integer >= 0."""
-    if text == "same":
-        return "same"
+    """``same``, ``valid`` (no padding) or an integer >= 0."""
+    if text in ("same", "valid"):
+        return text
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"must be 'same' or an integer >= 0, got {text!r}"
+            f"must be 'same', 'valid' or an integer >= 0, got {text!r}"
         ) from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 'same' or an integer >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be 'same', 'valid' or an integer >= 0, got {text!r}"
+        )
     return value
 
 
@@ -254,7 +256,8 @@ def _add_train(commands: Any) -> None:
         metavar="P",
         type=padding_value,
         default=d["padding"],
-        help="'same' (odd kernel, stride 1: keeps the image size) or zero-padding per side",
+        help="'same' (odd kernel, stride 1: keeps the image size), 'valid' (none) or the "
+        "zero-padding on each side",
     )
     net.add_argument(
         "--dtype", choices=("float32", "float64"), default=d["dtype"], help="floating-point type"

@@ -26,6 +26,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +85,17 @@ def estimator_for(options: dict[str, Any], info: DatasetInfo, X: np.ndarray) -> 
         "solver": options["solver"],
         "learning_rate_init": options["lr"],
         "momentum": options["momentum"],
-        "batch_size": options["batch_size"],
+        # "full" (None): one batch of every training sample; the estimator caps it at N.
+        "batch_size": options["batch_size"] or len(X),
         "alpha": options["alpha"],
         "max_iter": options["epochs"],
         "early_stopping": options["early_stopping"],
         "validation_fraction": options["validation_fraction"],
-        "n_iter_no_change": options["n_iter_no_change"],
+        # --epochs N means exactly N epochs unless --early-stopping is given; the estimators
+        # (like scikit-learn's MLP) otherwise also stop when the training loss stalls.
+        "n_iter_no_change": (
+            options["n_iter_no_change"] if options["early_stopping"] else options["epochs"] + 1
+        ),
         "dtype": np.dtype(options["dtype"]).type,
         "random_state": options["seed"],
         "standardize": True,
@@ -101,7 +107,7 @@ def estimator_for(options: dict[str, Any], info: DatasetInfo, X: np.ndarray) -> 
 
 def epochs_done(state: Any) -> int:
     """Completed epochs recorded in a training state."""
-    return int(state.history.epochs_run)
+    return int(state.epoch)
 
 
 def standardized_images(est: Any, X: np.ndarray) -> np.ndarray:
@@ -351,6 +357,8 @@ def _resumed_curves(folder: RunFolder, epochs: int) -> dict[str, list]:
 
 def train_command(args: argparse.Namespace) -> int:
     """Run ``tinycnn train`` for parsed ``args``; return the exit status."""
+    from sklearn.exceptions import ConvergenceWarning
+
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -400,7 +408,10 @@ def train_command(args: argparse.Namespace) -> int:
     )
     recorder = EpochRecorder(folder, curves, X_test, y_test, progress)
     try:
-        est.fit(X_train, y_train, callback=recorder, resume=state)
+        with warnings.catch_warnings():
+            # Running the requested epochs is what was asked: no "not converged" warning.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X_train, y_train, callback=recorder, resume=state)
     finally:
         progress.close()
 
