@@ -241,3 +241,19 @@ def test_read_array_file_npy_and_npz(tmp_path):
     np.save(tmp_path / "s.npy", np.array(["a", "b"]))
     with pytest.raises(DatasetError, match="real numbers"):
         read_array_file(tmp_path / "s.npy")
+
+
+def test_held_out_split_is_a_stratified_quarter_fixed_by_the_seed():
+    X, y, _ = load_dataset("digits")
+    X_train, X_test, y_train, y_test = datasets.held_out_split(X, y, "classification", seed=5)
+    assert len(y_test) == 450 and len(y_train) == 1347
+    # Stratified: every class keeps its share to within one sample.
+    for label in range(10):
+        assert abs((y_test == label).sum() - 0.25 * (y == label).sum()) <= 1
+    again = datasets.held_out_split(X, y, "classification", seed=5)
+    np.testing.assert_array_equal(again[1], X_test)
+    other = datasets.held_out_split(X, y, "classification", seed=6)
+    assert not np.array_equal(other[1], X_test)
+    # Regression targets are not stratified (a float y has no classes).
+    _, _, _, r_test = datasets.held_out_split(X, y.astype(float) + 0.5, "regression", seed=5)
+    assert len(r_test) == 450
