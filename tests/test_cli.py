@@ -276,7 +276,13 @@ def test_quiet_prints_nothing(tmp_path, capsys):
 
 def test_progress_bar_on_a_terminal(tmp_path):
     pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
     leader, follower = pty.openpty()
+    # A fresh pty is 0 columns wide, and tqdm draws nothing in 0 columns: make it 120 wide.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "tinycnn", "train", "--data", "shapes", "--out",

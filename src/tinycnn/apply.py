@@ -28,7 +28,9 @@ def checked_samples(est: Any, X: np.ndarray, source: str) -> np.ndarray:
     try:
         images = est._images(X)
     except (ValueError, TypeError) as exc:
-        raise DatasetError(f"{source}: {exc} (this model takes {forms})") from None
+        raise DatasetError(
+            f"{source}: X has shape {X.shape}: {exc} (this model takes {forms})"
+        ) from None
     if tuple(images.shape[1:]) != (C, H, W):
         raise DatasetError(
             f"{source}: X has shape {X.shape}, read as {tuple(images.shape[1:])} images; "

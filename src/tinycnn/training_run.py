@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -119,19 +120,26 @@ def standardized_images(est: Any, X: np.ndarray) -> np.ndarray:
     return ((images - mean) / std).astype(est.params_.kernel.dtype, copy=False)
 
 
-def held_out_loss(est: Any, X: np.ndarray, y: np.ndarray) -> float:
-    """The training objective (without the L2 penalty) on ``X``, ``y``: softmax cross-entropy
-    for a classifier, mean squared error over all outputs for a regressor."""
+def held_out_targets(est: Any, y: np.ndarray) -> np.ndarray:
+    """``y`` as the network's targets ``(N, O)``: one-hot over ``classes_`` for a classifier,
+    the values themselves for a regressor."""
+    dtype = est.params_.kernel.dtype
+    y = np.asarray(y)
+    if hasattr(est, "classes_"):
+        return (y[:, None] == est.classes_[None, :]).astype(dtype)
+    return y.astype(dtype).reshape(len(y), -1)
+
+
+def held_out_loss(est: Any, inputs: np.ndarray, targets: np.ndarray) -> float:
+    """The training objective (without the L2 penalty) for standardised ``inputs``
+    ``(N, C, H, W)`` and ``targets`` ``(N, O)``: softmax cross-entropy for a classifier, mean
+    squared error over all outputs for a regressor."""
     from .network import predict
     from .ops.losses import mse_loss, softmax_cross_entropy
 
-    outputs = predict(est.params_, est.spec_, standardized_images(est, X))  # (N, O)
-    n = outputs.shape[0]
-    if hasattr(est, "classes_"):
-        targets = (np.asarray(y)[:, None] == est.classes_[None, :]).astype(outputs.dtype)
-        value, _ = softmax_cross_entropy(outputs, targets, n)
-    else:
-        value, _ = mse_loss(outputs, np.asarray(y, dtype=outputs.dtype).reshape(n, -1), n)
+    outputs = predict(est.params_, est.spec_, inputs)  # (N, O)
+    loss = softmax_cross_entropy if hasattr(est, "classes_") else mse_loss
+    value, _ = loss(outputs, targets, outputs.shape[0])
     return float(value)
 
 
@@ -231,13 +239,22 @@ def _flag(option: str) -> str:
 
 def _check_same_estimator(loaded: Any, fresh: Any, path: Path) -> None:
     ours, theirs = fresh.get_params(), loaded.get_params()
-    changed = [k for k in ours if repr(ours[k]) != repr(theirs.get(k))]
+    changed = [k for k in ours if _comparable(k, ours[k]) != _comparable(k, theirs.get(k))]
     if type(loaded) is not type(fresh) or changed:
         what = ", ".join(changed) or f"{type(loaded).__name__} vs {type(fresh).__name__}"
         raise RunError(
             f"{path} was made with other settings ({what}); give the same options to --resume "
             "it, or --overwrite to start afresh"
         )
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """An estimator parameter in a form that compares equal across a save/load round trip."""
+    if name == "dtype" and value is not None:
+        return np.dtype(value).name
+    if isinstance(value, (tuple, list, np.ndarray)):
+        return [_comparable(name, v) for v in value]
+    return _jsonable(value)
 
 
 def _versions() -> dict[str, str]:
@@ -319,6 +336,8 @@ class EpochRecorder:
     ) -> None:
         self.folder, self.curves = folder, curves
         self.X_test, self.y_test = X_test, y_test
+        self.test_inputs: np.ndarray | None = None
+        self.test_targets: np.ndarray | None = None
         self.progress = progress
         self.last = time.perf_counter()
 
@@ -326,7 +345,16 @@ class EpochRecorder:
         now = time.perf_counter()
         seconds, self.last = now - self.last, now
         train_loss = float(state.history.loss_curve[-1])
-        test_loss = held_out_loss(est, self.X_test, self.y_test)
+        if self.test_inputs is None:  # the standardisation is fixed for the whole run
+            self.test_inputs = standardized_images(est, self.X_test)
+            self.test_targets = held_out_targets(est, self.y_test)
+        test_loss = held_out_loss(est, self.test_inputs, self.test_targets)
+        if not math.isfinite(test_loss):
+            # The training loss (measured before the epoch's last update) can still be finite
+            # when the updated weights already overflow: stop here, keep the last checkpoint.
+            from .errors import DivergenceError
+
+            raise DivergenceError(epochs_done(state), test_loss, est.learning_rate_init)
         self.curves["epoch"].append(epochs_done(state))
         self.curves["train_loss"].append(train_loss)
         self.curves["test_loss"].append(test_loss)
@@ -421,7 +449,7 @@ def train_command(args: argparse.Namespace) -> int:
     write_json(folder.metrics, metrics)  # last: marks the run finished
     score = "test_accuracy" if info.task == "classification" else "test_r2"
     say(
-        f"{score} {metrics[score]:.4f} after {metrics['epochs']} epochs "
+        f"{score} {metrics[score]:.4g} after {metrics['epochs']} epochs "
         f"({metrics['train_seconds']:.1f} s of training); wrote {out}/"
         f"{{{MODEL},{METRICS},{','.join(PICTURES)}}}"
     )
