@@ -616,3 +616,37 @@ def test_errors_through_the_interpreter_have_no_traceback(tmp_path):
     ):  # fmt: skip
         result = run_tinycnn(*args)
         assert_one_line_error(result.returncode, result.stderr)
+
+
+def test_early_stopping_may_stop_before_the_epochs(tmp_path, capsys):
+    out = tmp_path / "early"
+    argv = ["train", "--data", "shapes", "--out", out, "--epochs", "60", "--n-filters", "2",
+            "--early-stopping", "--n-iter-no-change", "2", "--quiet"]  # fmt: skip
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    est = tinycnn.load(out / "model.npz")
+    assert metrics["epochs"] == est.n_iter_ < 60
+    assert metrics["stopped_early"] is True
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch"] == list(range(1, metrics["epochs"] + 1))
+
+
+def test_without_early_stopping_every_epoch_runs(tmp_path, capsys):
+    # A loss that stalls must not end the run: --epochs N means N epochs.
+    out = tmp_path / "stall"
+    argv = ["train", "--data", "shapes", "--out", out, "--epochs", "14", "--n-filters", "1",
+            "--lr", "1e-9", "--n-iter-no-change", "2", "--quiet"]  # fmt: skip
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 14 and metrics["stopped_early"] is False
+
+
+def test_task_option_trains_a_regressor_on_integer_labels(tmp_path, capsys):
+    out = tmp_path / "reg"
+    argv = ["train", "--data", "digits", "--task", "regression", "--out", out, *FAST, "--quiet"]
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    assert type(tinycnn.load(out / "model.npz")).__name__ == "CNNRegressor"
+    assert "test_r2" in json.loads((out / "metrics.json").read_text())

@@ -66,10 +66,15 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(handle, np.asarray(array), allow_pickle=False)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> None:
-    """Delete temporary files that a killed process left in ``folder``."""
+def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...] = ()) -> None:
+    """Delete temporary files that a killed process left in ``folder``: ours, and those of
+    ``tinycnn.io`` (``.<name>.<random>.tmp``) for each file name in ``names``."""
+    io_prefixes = tuple(f".{name}." for name in names)
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(folder):
-            if entry.name.startswith(TEMP_PREFIX) and entry.is_file():
+            name = entry.name
+            ours = name.startswith(TEMP_PREFIX) or name.startswith("." + TEMP_PREFIX)
+            theirs = name.startswith(io_prefixes) and name.endswith(".tmp")
+            if (ours or theirs) and entry.is_file():
                 with contextlib.suppress(OSError):
                     os.remove(entry.path)

@@ -178,18 +178,11 @@ class RunFolder:
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
-
-    def __getattr__(self, name: str) -> Path:
-        files = {
-            "model": MODEL,
-            "metrics": METRICS,
-            "checkpoint": CHECKPOINT,
-            "history": HISTORY,
-            "record": RUN_RECORD,
-        }
-        if name in files:
-            return self.folder / files[name]
-        raise AttributeError(name)
+        self.model = self.folder / MODEL
+        self.metrics = self.folder / METRICS
+        self.checkpoint = self.folder / CHECKPOINT
+        self.history = self.folder / HISTORY
+        self.record = self.folder / RUN_RECORD
 
     def finished(self) -> bool:
         return self.metrics.is_file() and self.model.is_file()
@@ -395,7 +388,7 @@ def train_command(args: argparse.Namespace) -> int:
     options = run_options(args, info)
     folder = RunFolder(out)
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
+    remove_stale_temporaries(out, names=(MODEL, CHECKPOINT))
 
     state = None
     est = None
@@ -520,6 +513,7 @@ def _metrics(
         metrics["test_mse"] = float(mean_squared_error(y_test, predicted))
         metrics["test_mae"] = float(mean_absolute_error(y_test, predicted))
         metrics["train_r2"] = float(est.score(X_train, y_train))
+    metrics["stopped_early"] = bool(est.early_stopping and est.n_iter_ < epochs_requested)
     metrics["final_train_loss"] = float(est.loss_curve_[-1])
     if curves["test_loss"]:
         metrics["final_test_loss"] = float(curves["test_loss"][-1])
