@@ -65,8 +65,10 @@ def _refuse_non_real(name: str, value: Any) -> None:
     them); object arrays holding strings do not."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be an array of real numbers, got a string {_short(value)}")
-    if hasattr(value, "dtypes") or hasattr(value, "__array_namespace__"):
-        return  # data frames and array-API arrays: scikit-learn checks them
+    if not isinstance(value, np.ndarray) and (
+        hasattr(value, "dtypes") or hasattr(value, "__array_namespace__")
+    ):
+        return  # data frames and other libraries' arrays: scikit-learn checks them
     if not hasattr(value, "dtype") and isinstance(value, (list, tuple)):
         try:
             value = np.asarray(value)
@@ -465,9 +467,16 @@ class _BaseCNN(BaseEstimator):
                 epochs = 0
         user_stopped = False
         best_holder = [best]
+        # The weights to fall back to if training diverges: those of the completed epoch with
+        # the lowest training loss (at first, the starting weights). The weights just before
+        # the non-finite loss are finite but usually already blown up (losses like 1e48), so
+        # they could not be trained on with a smaller rate.
+        good_holder = [params.copy(), math.inf]
 
         def on_epoch(hist: History, live: ConvNetParams) -> bool:
             nonlocal user_stopped
+            if hist.loss_curve[-1] <= good_holder[1]:
+                good_holder[0], good_holder[1] = live.copy(), hist.loss_curve[-1]
             if validation_score is not None:
                 scores = hist.validation_scores
                 if len(scores) == 1 or scores[-1] > max(scores[:-1]):
@@ -518,9 +527,10 @@ class _BaseCNN(BaseEstimator):
                 callback=on_epoch,
             )
         except DivergenceError:
-            # The engine put back the weights of the start of the diverging epoch: keep them,
-            # so that a warm start with a smaller learning rate can go on from there. The
-            # optimizer's moments may hold non-finite values: drop it.
+            # Keep the last good weights, so that a warm start with a smaller learning rate
+            # can go on from there; the optimizer's moments may be non-finite: drop it.
+            for p, good in zip(params, good_holder[0]):
+                p[...] = good
             self._set_fitted(spec, params, history, None, seed, shuffle_rng)
             raise
         if best_holder[0] is not None and not user_stopped:
@@ -769,7 +779,10 @@ class CNNClassifier(ClassifierMixin, _BaseCNN):
         ``callback(est, state)`` runs after every epoch with a :class:`TrainingState`; returning
         True stops training. ``resume=state`` continues the run ``state`` came from, ending with
         the weights an uninterrupted run would have (same data and parameters).
-        Raises :class:`tinycnn.DivergenceError` (weights kept from before the diverging epoch).
+        A non-finite loss raises :class:`tinycnn.DivergenceError` naming the epoch; the
+        estimator then keeps the last good weights, those of the completed epoch with the lowest
+        training loss (the starting weights if the first epoch diverged), and ``loss_curve_``
+        and ``n_iter_`` of the completed epochs, ready for a warm start with a smaller rate.
         """
         return self._fit(X, y, incremental=False, callback=callback, resume=resume)
 

@@ -359,13 +359,16 @@ class _Reader:
         if info.compress_type != zipfile.ZIP_STORED:
             raise self.fail(f"member {name!r} is compressed; tinycnn stores arrays uncompressed")
         with self.npz.zip.open(info) as member:
-            version = np.lib.format.read_magic(member)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
-            else:
-                raise self.fail(f"member {name!r} has unsupported .npy version {version}")
+            try:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    raise ValueError(f"unsupported .npy version {version}")
+            except (ValueError, TypeError, SyntaxError, EOFError) as exc:
+                raise self.fail(f"member {name!r} is not a .npy array ({exc})") from None
             offset = member.tell()
         if dtype.hasobject or dtype.kind not in "biufU" or dtype.fields or dtype.subdtype:
             raise self.fail(f"member {name!r} has dtype {dtype}: only plain numbers/strings")
@@ -461,6 +464,8 @@ class _Reader:
             raise self.fail(f"unknown parameters for {cls.__name__}: {sorted(set(params) - known)}")
         if isinstance(params.get("image_shape"), list):
             params["image_shape"] = tuple(params["image_shape"])
+        if params.get("dtype") in ("float32", "float64"):
+            params["dtype"] = getattr(np, params["dtype"])  # the type, as the user passes it
         est.set_params(**params)
         try:
             est._validate_params()
@@ -486,12 +491,15 @@ class _Reader:
             raise self.fail(f"fitted.n_features_in {fitted.get('n_features_in')!r} != {C * H * W}")
         if fitted.get("n_outputs") != spec.n_outputs:
             raise self.fail(f"fitted.n_outputs {fitted.get('n_outputs')!r} != {spec.n_outputs}")
-        if (spec.n_filters, spec.kernel_size, spec.stride) != (
-            est.n_filters,
-            est.kernel_size,
-            est.stride,
-        ):
-            raise self.fail("fitted.spec disagrees with n_filters/kernel_size/stride")
+        declared = est._check_image_shape()
+        if declared is not None and declared != (C, H, W):
+            raise self.fail(f"the image_shape parameter {declared} != fitted {(C, H, W)}")
+        try:
+            implied = est._spec((C, H, W), spec.n_outputs)
+        except ValueError as exc:
+            raise self.fail(f"the parameters do not fit the stored network: {exc}") from None
+        if implied != spec:
+            raise self.fail(f"fitted.spec {spec} disagrees with the parameters ({implied})")
 
         params_ = self.weights(arrays, "params", spec, dtype)
         mean = self.vector(arrays, "input_mean", C)
