@@ -376,6 +376,17 @@ def test_resume_of_a_finished_run_does_nothing(tmp_path, capsys):
     assert {name: (out / name).read_bytes() for name in RUN_FILES} == before
 
 
+def test_a_refused_fresh_start_leaves_the_previous_run_alone(tmp_path, capsys):
+    out = tmp_path / "keep"
+    code, _, err = run_main(["train", *RESUME_ARGS, "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    before = {name: (out / name).read_bytes() for name in RUN_FILES}
+    # padding "same" needs an odd kernel: the estimator refuses before any epoch.
+    code, _, err = run_main(["train", *RESUME_ARGS, "--out", out, "--kernel-size", "4"], capsys)
+    assert_one_line_error(code, err, "kernel_size")
+    assert {name: (out / name).read_bytes() for name in RUN_FILES} == before
+
+
 def test_resume_without_checkpoint_starts_afresh(tmp_path, capsys):
     out = tmp_path / "new"
     code, _, err = run_main(["train", *RESUME_ARGS, "--out", out, "--resume", "--quiet"], capsys)
@@ -466,6 +477,7 @@ BAD_USAGE = {
     "unknown solver": ([*TRAIN, "--solver", "rmsprop"], "--solver"),
     "unknown dtype": ([*TRAIN, "--dtype", "float16"], "--dtype"),
     "unknown task": ([*TRAIN, "--task", "clustering"], "--task"),
+    "resume and overwrite": ([*TRAIN, "--resume", "--overwrite"], "not allowed with"),
     "predict without output": (["predict", "--model", "m.npz", "--input", "x.npy"], "--output"),
     "evaluate bad split": (
         ["evaluate", "--model", "m", "--data", "digits", "--split", "x"],

@@ -223,13 +223,14 @@ def _add_train(commands: Any) -> None:
         default=d["seed"],
         help="random seed: the test split, the initial weights, the batch order",
     )
-    run.add_argument(
+    fresh_or_resumed = run.add_mutually_exclusive_group()
+    fresh_or_resumed.add_argument(
         "--resume",
         action="store_true",
         help="continue from checkpoint.npz in --out (start afresh if there is none; do "
         "nothing if the run already finished); give the same options as the first time",
     )
-    run.add_argument(
+    fresh_or_resumed.add_argument(
         "--overwrite",
         action="store_true",
         help="start afresh even if --out holds an unfinished run",

@@ -28,6 +28,7 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -326,8 +327,10 @@ class EpochRecorder:
         X_test: np.ndarray,
         y_test: np.ndarray,
         progress: _Progress,
+        before_first_epoch: Callable[[], None] | None = None,
     ) -> None:
         self.folder, self.curves = folder, curves
+        self.before_first_epoch = before_first_epoch
         self.X_test, self.y_test = X_test, y_test
         self.test_inputs: np.ndarray | None = None
         self.test_targets: np.ndarray | None = None
@@ -336,6 +339,9 @@ class EpochRecorder:
 
     def __call__(self, est: Any, state: Any) -> bool:
         now = time.perf_counter()
+        if self.before_first_epoch is not None:
+            self.before_first_epoch()
+            self.before_first_epoch = None
         seconds, self.last = now - self.last, now
         train_loss = float(state.history.loss_curve[-1])
         if self.test_inputs is None:  # the standardisation is fixed for the whole run
@@ -409,13 +415,22 @@ def train_command(args: argparse.Namespace) -> int:
         )
     X_train, X_test, y_train, y_test = held_out_split(X, y, info.task, args.seed)
     fresh = estimator_for(options, info, X)
-    if est is None:
+    start_epoch = epochs_done(state) if state is not None else 0
+
+    def start_record() -> None:
+        _write_record(folder, options, info, est, args, start_epoch, len(y_train), len(y_test))
+
+    def start_afresh() -> None:
+        # Only once the first epoch has trained: a run refused by the estimator's own checks
+        # (say, a kernel larger than the images) leaves the folder's previous run untouched.
         folder.clear()
+        start_record()
+
+    if est is None:
         est = fresh
     else:
         _check_same_estimator(est, fresh, folder.checkpoint)
-    start_epoch = epochs_done(state) if state is not None else 0
-    _write_record(folder, options, info, est, args, start_epoch, len(y_train), len(y_test))
+        start_record()
 
     curves = _resumed_curves(folder, start_epoch)
     args.interrupt_hint = f"; rerun with --resume to continue from {folder.checkpoint}"
@@ -427,7 +442,9 @@ def train_command(args: argparse.Namespace) -> int:
     progress = _Progress(
         enabled=not args.quiet and sys.stderr.isatty(), total=args.epochs, initial=start_epoch
     )
-    recorder = EpochRecorder(folder, curves, X_test, y_test, progress)
+    recorder = EpochRecorder(
+        folder, curves, X_test, y_test, progress, None if state is not None else start_afresh
+    )
     try:
         with warnings.catch_warnings():
             # Running the requested epochs is what was asked: no "not converged" warning.
