@@ -328,29 +328,31 @@ def _stop_after(monkeypatch, epoch: int) -> None:
 RESUME_ARGS = ["--data", "shapes", "--epochs", "5", "--n-filters", "3", "--seed", "7"]
 
 
-def test_resume_continues_a_stopped_run_exactly(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_resume_continues_a_stopped_run_exactly(dtype, tmp_path, capsys, monkeypatch):
+    args = [*RESUME_ARGS, "--dtype", dtype]
     reference = tmp_path / "reference"
-    code, _, err = run_main(["train", *RESUME_ARGS, "--out", reference, "--quiet"], capsys)
+    code, _, err = run_main(["train", *args, "--out", reference, "--quiet"], capsys)
     assert code == 0, err
 
     out = tmp_path / "stopped"
     with monkeypatch.context() as patch:
         _stop_after(patch, 2)
-        code, _, err = run_main(["train", *RESUME_ARGS, "--out", out], capsys)
+        code, _, err = run_main(["train", *args, "--out", out], capsys)
     assert_one_line_error(code, err, "interrupted", "--resume")
     assert code == cli.EXIT_INTERRUPTED
     assert not (out / "metrics.json").exists() and not (out / "model.npz").exists()
     assert tinycnn.load(out / "checkpoint.npz").n_iter_ == 2
 
     # Without --resume an unfinished run is not thrown away.
-    code, _, err = run_main(["train", *RESUME_ARGS, "--out", out], capsys)
+    code, _, err = run_main(["train", *args, "--out", out], capsys)
     assert_one_line_error(code, err, "unfinished run", "--resume", "--overwrite")
     # With other options it is not continued either.
-    changed = [a if a != "5" else "6" for a in RESUME_ARGS]
+    changed = [a if a != "5" else "6" for a in args]
     code, _, err = run_main(["train", *changed, "--out", out, "--resume"], capsys)
     assert_one_line_error(code, err, "--epochs 5", "now 6")
 
-    code, stdout, err = run_main(["train", *RESUME_ARGS, "--out", out, "--resume"], capsys)
+    code, stdout, err = run_main(["train", *args, "--out", out, "--resume"], capsys)
     assert code == 0, err
     assert "resuming at epoch 2" in stdout
     expected, resumed = model_arrays(reference / "model.npz"), model_arrays(out / "model.npz")
@@ -473,6 +475,7 @@ BAD_USAGE = {
     "word padding": ([*TRAIN, "--padding", "wide"], "--padding"),
     "zero batch": ([*TRAIN, "--batch-size", "0"], "--batch-size"),
     "negative alpha": ([*TRAIN, "--alpha", "-1"], "--alpha"),
+    "momentum 1": ([*TRAIN, "--momentum", "1"], "--momentum"),
     "fraction 1": ([*TRAIN, "--validation-fraction", "1"], "--validation-fraction"),
     "unknown solver": ([*TRAIN, "--solver", "rmsprop"], "--solver"),
     "unknown dtype": ([*TRAIN, "--dtype", "float16"], "--dtype"),

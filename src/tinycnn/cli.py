@@ -86,6 +86,14 @@ def open_fraction(text: str) -> float:
     return value
 
 
+def momentum_value(text: str) -> float:
+    """A number in [0, 1) (``--momentum``)."""
+    value = _finite_float(text, "a number in [0, 1)")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
 def padding_value(text: str) -> str | int:
     """``same``, ``valid`` (no padding) or an integer >= 0."""
     if text in ("same", "valid"):
@@ -184,8 +192,9 @@ def _add_train(commands: Any) -> None:
     train = commands.add_parser(
         "train",
         help="train a network on a data set and write the model, metrics and plots",
-        description="Train on a built-in data set or a .npz file holding X and y. A stratified "
-        "25% of the data (random_state=--seed) is held out as the test split. Writes to --out: "
+        description="Train on a built-in data set or a .npz file holding X and y. 25% of the data "
+        "(stratified by class for a classification task; random_state=--seed) is held out as "
+        "the test split. Writes to --out: "
         "model.npz, metrics.json, loss.png, filters.png, feature_maps.png, history.json, "
         "run.json and checkpoint.npz (written atomically after every epoch).",
         formatter_class=DefaultsFormatter,
@@ -275,7 +284,7 @@ def _add_train(commands: Any) -> None:
     opt.add_argument(
         "--momentum",
         metavar="M",
-        type=nonnegative_float,
+        type=momentum_value,
         default=d["momentum"],
         help="momentum of --solver sgd (ignored by adam)",
     )
