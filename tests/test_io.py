@@ -253,6 +253,19 @@ def test_a_checkpoint_loads_as_the_model_at_its_epoch(tmp_path):
     np.testing.assert_array_equal(model.predict_proba(X), seen["proba"])
 
 
+def test_resume_refuses_a_state_that_does_not_fit(tmp_path):
+    X, y, _ = images()
+    path = tmp_path / "c.npz"
+    run_with_checkpoint(CNNClassifier, dict(max_iter=5, random_state=0), X, y, 2, path)
+    est, state = load_checkpoint(path)
+    with pytest.raises(ValueError, match="resume .*solver='sgd'"):
+        est.set_params(solver="sgd").fit(X, y, resume=state)
+    with pytest.raises(ValueError, match="resume.params"):
+        CNNClassifier(n_filters=3).fit(X, y, resume=state)
+    with pytest.raises(ValueError, match="resume.params"):
+        CNNClassifier().fit(X, np.arange(len(X)) % 3, resume=state)
+
+
 def test_load_checkpoint_refuses_a_model_file_and_bad_arguments(classifier, tmp_path):
     clf, _ = classifier
     clf.save(tmp_path / "m.npz")

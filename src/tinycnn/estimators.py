@@ -47,7 +47,7 @@ from .training import History, TrainingState, train
 __all__ = ["CNNClassifier", "CNNRegressor", "TrainingState"]
 
 # batch_size="auto" takes min(AUTO_BATCH_SIZE, n_samples).
-AUTO_BATCH_SIZE = 32
+AUTO_BATCH_SIZE = 64
 
 
 # Marks "no y given" (None is a y, refused by scikit-learn's check with a clear message).
@@ -422,10 +422,17 @@ class _BaseCNN(BaseEstimator):
             params = _checked_params(resume.params, spec, dtype, "resume.params")
             history = _copy_history(resume.history)
             shuffle_rng = _streams(seed)[2]
-            if resume.rng_state is not None:
-                shuffle_rng.bit_generator.state = resume.rng_state
             optimizer = make_optimizer(self.solver, lr, self.momentum)
-            optimizer.load_state_dict(resume.optimizer)
+            try:
+                if resume.rng_state is not None:
+                    shuffle_rng.bit_generator.state = resume.rng_state
+                optimizer.load_state_dict(resume.optimizer)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"resume does not fit this estimator (solver={self.solver!r}): its "
+                    f"optimizer or random state cannot be loaded ({type(exc).__name__}: {exc})"
+                ) from None
+            _check_optimizer_shapes(optimizer.state_dict(), params)
             best = (
                 _checked_params(resume.best_params, spec, dtype, "resume.best_params")
                 if resume.best_params is not None
@@ -683,6 +690,18 @@ def _checked_params(params: Any, spec: ConvNetSpec, dtype: np.dtype, name: str) 
     return ConvNetParams(*arrays)
 
 
+def _check_optimizer_shapes(state: dict, params: ConvNetParams) -> None:
+    """The optimizer's per-parameter arrays (``m_i``, ``v_i``, ``velocity_i``) match ``params``."""
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            index = int(key.rpartition("_")[2])
+            if index >= len(params) or value.shape != params[index].shape:
+                raise ValueError(
+                    f"resume.optimizer[{key!r}] has shape {value.shape}, but the parameter it "
+                    f"belongs to has {params[index].shape if index < len(params) else 'none'}"
+                )
+
+
 def _checked_stats(state: TrainingState, spec: ConvNetSpec) -> tuple[np.ndarray, np.ndarray]:
     mean = np.array(state.input_mean, dtype=np.float64)
     std = np.array(state.input_std, dtype=np.float64)
@@ -718,7 +737,7 @@ class CNNClassifier(ClassifierMixin, _BaseCNN):
     momentum : float, default=0.9
         SGD momentum (PyTorch's form).
     batch_size : int or "auto", default="auto"
-        "auto" is ``min(32, n_samples)``.
+        "auto" is ``min(64, n_samples)``.
     max_iter : int, default=200
         Maximum number of epochs.
     alpha : float, default=0.0001
