@@ -151,11 +151,13 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(
         raise OSError("disk full")
 
     if failing == "write":
-        import tinycnn.io as tio
+        import builtins
 
-        real_fdopen = os.fdopen
+        import tinycnn._files as files
 
         class Broken:
+            """A file that takes half of what it is given, then fails (a full disk)."""
+
             def __init__(self, handle):
                 self.handle = handle
 
@@ -169,7 +171,10 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(
                 self.handle.write(data[: len(data) // 2])
                 raise OSError("disk full")
 
-        monkeypatch.setattr(tio.os, "fdopen", lambda fd, mode: Broken(real_fdopen(fd, mode)))
+        def broken_open(file, mode="r", *args, **kwargs):
+            return Broken(builtins.open(file, mode, *args, **kwargs))
+
+        monkeypatch.setattr(files, "open", broken_open, raising=False)
     else:
         monkeypatch.setattr(os, failing, boom)
     other = quiet(CNNClassifier(n_filters=2, max_iter=1, random_state=5).fit, X, clf.predict(X))

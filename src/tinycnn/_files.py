@@ -22,14 +22,19 @@ TEMP_PREFIX = ".tinycnn-tmp-"
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``path`` (same suffix) for a writer to fill; on success it is
-    flushed to disk and renamed onto ``path``, on error removed."""
+    flushed to disk and renamed onto ``path`` (keeping an existing file's permissions), on error
+    removed."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=os.path.basename(path), dir=folder)
     os.close(fd)
     try:
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except FileNotFoundError:
+            # mkstemp creates the file private (0600); give it what a plain open() would.
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         yield tmp
         with open(tmp, "rb+") as written:
             os.fsync(written.fileno())
@@ -38,6 +43,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make a rename in ``folder`` durable; not every platform can open a folder, so best effort."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+    os.close(fd)
 
 
 @contextlib.contextmanager
@@ -45,6 +62,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     """Open a temporary file to write; on success it replaces ``path``, on error it is removed."""
     with atomic_path(path) as tmp, open(tmp, mode) as handle:
         yield handle
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path``, atomically."""
+    with atomic_write(path) as handle:
+        handle.write(data)
 
 
 def _umask() -> int:
@@ -66,15 +89,10 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(handle, np.asarray(array), allow_pickle=False)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...] = ()) -> None:
-    """Delete temporary files that a killed process left in ``folder``: ours, and those of
-    ``tinycnn.io`` (``.<name>.<random>.tmp``) for each file name in ``names``."""
-    io_prefixes = tuple(f".{name}." for name in names)
+def remove_stale_temporaries(folder: str | os.PathLike) -> None:
+    """Delete the temporary files that a killed writer left in ``folder``."""
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(folder):
-            name = entry.name
-            ours = name.startswith(TEMP_PREFIX) or name.startswith("." + TEMP_PREFIX)
-            theirs = name.startswith(io_prefixes) and name.endswith(".tmp")
-            if (ours or theirs) and entry.is_file():
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_file():
                 with contextlib.suppress(OSError):
                     os.remove(entry.path)

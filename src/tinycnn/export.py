@@ -150,11 +150,11 @@ def to_onnx(est: Any, path: str | os.PathLike[str]) -> None:
     _check_fitted(est, "est")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    from .io import _atomic_write
+    from ._files import write_bytes
 
     model = _onnx_model(est, onnx)
     onnx.checker.check_model(model, full_check=True)
-    _atomic_write(path, model.SerializeToString())
+    write_bytes(path, model.SerializeToString())
 
 
 def _onnx_model(est: Any, onnx: Any) -> onnx.ModelProto:

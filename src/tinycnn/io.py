@@ -31,12 +31,12 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
 
+from ._files import write_bytes
 from ._version import __version__
 from .errors import ModelFileError
 from .network import ConvNetParams, ConvNetSpec
@@ -240,43 +240,7 @@ def _write(path: Any, config: dict[str, Any], members: dict[str, np.ndarray]) ->
             with archive.open(zipfile.ZipInfo(name + ".npy", ZIP_DATE), "w") as member:
                 np.lib.format.write_array(member, value, allow_pickle=False)
     body = buffer.getvalue()[:-SEAL_LENGTH]
-    _atomic_write(path, body + SEAL_PREFIX + hashlib.sha256(body).hexdigest().encode("ascii"))
-
-
-def _atomic_write(path: Any, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            mode = os.stat(path).st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable; not every platform can open a directory
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    write_bytes(path, body + SEAL_PREFIX + hashlib.sha256(body).hexdigest().encode("ascii"))
 
 
 # ---------------------------------------------------------------------------------- reading

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ._files import atomic_path, remove_stale_temporaries, write_json
+from ._files import remove_stale_temporaries, write_json
 from ._version import __version__
 from .datasets import TEST_SIZE, DatasetInfo, held_out_split, load_dataset
 
@@ -157,18 +157,6 @@ def feature_maps(est: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------- model files
-
-
-def save_checkpoint_atomically(path: Path, est: Any, state: Any) -> None:
-    from . import io
-
-    with atomic_path(path) as tmp:
-        io.save_checkpoint(tmp, est, state)
-
-
-def save_model_atomically(path: Path, est: Any) -> None:
-    with atomic_path(path) as tmp:
-        est.save(tmp)
 
 
 # ---------------------------------------------------------------- the run folder
@@ -359,7 +347,9 @@ class EpochRecorder:
         self.curves["test_loss"].append(test_loss)
         self.curves["seconds"].append(seconds)
         write_json(self.folder.history, self.curves)
-        save_checkpoint_atomically(self.folder.checkpoint, est, state)
+        from .io import save_checkpoint
+
+        save_checkpoint(self.folder.checkpoint, est, state)
         self.progress.epoch(train_loss, test_loss)
         self.last = time.perf_counter()  # the bookkeeping is not part of the epoch's time
         return False
@@ -394,7 +384,7 @@ def train_command(args: argparse.Namespace) -> int:
     options = run_options(args, info)
     folder = RunFolder(out)
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out, names=(MODEL, CHECKPOINT))
+    remove_stale_temporaries(out)
 
     state = None
     est = None
@@ -453,7 +443,7 @@ def train_command(args: argparse.Namespace) -> int:
     finally:
         progress.close()
 
-    save_model_atomically(folder.model, est)
+    est.save(folder.model)
     metrics = _metrics(est, info, curves, X_train, y_train, X_test, y_test, args.epochs)
     _draw(folder, est, curves, X_test)
     write_json(folder.metrics, metrics)  # last: marks the run finished
