@@ -7,7 +7,7 @@ scikit-learn estimators ``CNNClassifier``/``CNNRegressor``.
 
 from . import gradcheck, naive
 from ._version import __version__
-from .errors import DivergenceError
+from .errors import DivergenceError, ModelFileError
 from .ops.activations import relu, relu_backward
 from .ops.conv import conv2d_backward, conv2d_forward
 from .seed import predict_cnn, train_cnn
@@ -15,6 +15,11 @@ from .seed import predict_cnn, train_cnn
 __all__ = [
     "__version__",
     "DivergenceError",
+    "ModelFileError",
+    "CNNClassifier",
+    "CNNRegressor",
+    "load",
+    "from_torch",
     "conv2d_forward",
     "conv2d_backward",
     "relu",
@@ -24,3 +29,28 @@ __all__ = [
     "gradcheck",
     "naive",
 ]
+
+
+# The estimators need scikit-learn and the exporters need torch/onnx; the engine needs NumPy only.
+# So these names are resolved on first use (PEP 562), and `import tinycnn` imports neither.
+_LAZY = {
+    "CNNClassifier": ("estimators", "CNNClassifier"),
+    "CNNRegressor": ("estimators", "CNNRegressor"),
+    "load": ("io", "load_model"),
+    "from_torch": ("export", "from_torch"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        module_name, attr = _LAZY[name]
+        value = getattr(import_module(f".{module_name}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

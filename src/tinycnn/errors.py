@@ -18,3 +18,16 @@ class DivergenceError(FloatingPointError):
             f"training diverged at epoch {self.epoch}: the loss became {self.loss!r}; "
             f"try a smaller learning rate than {hint} or scale the input data"
         )
+
+
+class ModelFileError(ValueError):
+    """A model or checkpoint file is damaged, foreign or inconsistent; the message names the file.
+
+    ``path`` is the file's path. Raised by ``tinycnn.load``/``tinycnn.io.load_checkpoint``
+    instead of whatever the damage would otherwise cause (a zip, JSON or NumPy error).
+    """
+
+    def __init__(self, path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path!r} is not a valid tinycnn model file: {reason}")

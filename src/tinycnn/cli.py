@@ -1,0 +1,442 @@
+"""The ``tinycnn`` command: ``train``, ``predict`` and ``evaluate``.
+
+Every mistake a user can make (bad usage, a missing or damaged file, data of the wrong shape, a
+run that diverges) ends the command with a non-zero exit status and ONE line on stderr, never a
+traceback. Exit status: 0 success, 1 the command could not do its work, 2 bad usage, 130
+interrupted (Ctrl-C; a training run can then be continued with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import numpy as np
+
+from ._version import __version__
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+# ---------------------------------------------------------------- argument types
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (``--epochs``, ``--n-filters``, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (``--seed``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _finite_float(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (``--lr``)."""
+    value = _finite_float(text, "a finite number > 0")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (``--alpha``)."""
+    value = _finite_float(text, "a finite number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """A number strictly between 0 and 1 (``--validation-fraction``)."""
+    value = _finite_float(text, "a number between 0 and 1 (exclusive)")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a number between 0 and 1 (exclusive), got {text!r}"
+        )
+    return value
+
+
+def momentum_value(text: str) -> float:
+    """A number in [0, 1) (``--momentum``)."""
+    value = _finite_float(text, "a number in [0, 1)")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
+def padding_value(text: str) -> str | int:
+    """``same``, ``valid`` (no padding) or an integer >= 0."""
+    if text in ("same", "valid"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be 'same', 'valid' or an integer >= 0, got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be 'same', 'valid' or an integer >= 0, got {text!r}"
+        )
+    return value
+
+
+def batch_size_value(text: str) -> int | None:
+    """An integer >= 1, or ``full`` for full-batch gradient descent."""
+    if text == "full":
+        return None
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= 1 or 'full', got {text!r}"
+        ) from None
+
+
+# ---------------------------------------------------------------- the parser
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports bad usage in one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f" (see '{self.prog} --help')"
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)}{hint}\n")
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Show an option's default in its help, unless it has none (required options, flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        no_default = default is None or default is False or default == argparse.SUPPRESS
+        if not no_default and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def one_line(message: str) -> str:
+    """Collapse a (possibly multi-line) message into one line."""
+    return " ".join(str(message).split())
+
+
+# Defaults of `tinycnn train`: they train digits to 98-99% held-out accuracy in a few seconds
+# (seeds 0-9: 97.8-99.3%, mean 98.4%).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 50,
+    "seed": 0,
+    "n_filters": 8,
+    "kernel_size": 3,
+    "stride": 1,
+    "padding": "same",
+    "solver": "adam",
+    "lr": 2e-3,
+    "momentum": 0.9,
+    "batch_size": 64,
+    "alpha": 1e-4,
+    "validation_fraction": 0.1,
+    "n_iter_no_change": 10,
+    "dtype": "float64",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="tinycnn",
+        description="Train, apply and evaluate a small convolutional network "
+        "(conv -> ReLU -> dense) written in NumPy.",
+        epilog="Run 'tinycnn COMMAND --help' for the options of each command.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"tinycnn {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_train(commands)
+    _add_predict(commands)
+    _add_evaluate(commands)
+    return parser
+
+
+def _add_train(commands: Any) -> None:
+    d = TRAIN_DEFAULTS
+    train = commands.add_parser(
+        "train",
+        help="train a network on a data set and write the model, metrics and plots",
+        description="Train on a built-in data set or a .npz file holding X and y. 25% of the data "
+        "(stratified by class for a classification task; random_state=--seed) is held out as "
+        "the test split. Writes to --out: "
+        "model.npz, metrics.json, loss.png, filters.png, feature_maps.png, history.json, "
+        "run.json and checkpoint.npz (written atomically after every epoch).",
+        formatter_class=DefaultsFormatter,
+        allow_abbrev=False,
+    )
+    data = train.add_argument_group("data and output")
+    data.add_argument(
+        "--data",
+        required=True,
+        metavar="NAME|FILE.npz",
+        help="'digits' (scikit-learn's 8x8 digits), 'shapes' (synthetic 12x12 images of 4 "
+        "shapes), 'shapes-size' (synthetic regression: a disk's radius) or a .npz file with "
+        "X (N, n_features), (N, H, W) or (N, C, H, W) and y (N,) or (N, n_outputs), and "
+        "optionally image_shape (C, H, W) for a 2-D X",
+    )
+    data.add_argument("--out", required=True, metavar="DIR", help="folder for the run's files")
+    data.add_argument(
+        "--task",
+        choices=("classification", "regression"),
+        default=None,
+        help="the kind of task; default: classification when y holds few integer values",
+    )
+    run = train.add_argument_group("the run")
+    run.add_argument(
+        "--epochs",
+        metavar="N",
+        type=positive_int,
+        default=d["epochs"],
+        help="epochs to run in total (exactly this many unless --early-stopping is given)",
+    )
+    run.add_argument(
+        "--seed",
+        metavar="S",
+        type=nonnegative_int,
+        default=d["seed"],
+        help="random seed: the test split, the initial weights, the batch order",
+    )
+    fresh_or_resumed = run.add_mutually_exclusive_group()
+    fresh_or_resumed.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from checkpoint.npz in --out (start afresh if there is none; do "
+        "nothing if the run already finished); give the same options as the first time",
+    )
+    fresh_or_resumed.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh even if --out holds an unfinished run",
+    )
+    run.add_argument(
+        "--quiet", action="store_true", help="no progress bar and no summary (errors only)"
+    )
+    net = train.add_argument_group("network")
+    net.add_argument(
+        "--n-filters",
+        metavar="F",
+        type=positive_int,
+        default=d["n_filters"],
+        help="convolution filters",
+    )
+    net.add_argument(
+        "--kernel-size",
+        metavar="K",
+        type=positive_int,
+        default=d["kernel_size"],
+        help="kernel side length",
+    )
+    net.add_argument(
+        "--stride", metavar="S", type=positive_int, default=d["stride"], help="conv stride"
+    )
+    net.add_argument(
+        "--padding",
+        metavar="P",
+        type=padding_value,
+        default=d["padding"],
+        help="'same' (odd kernel, stride 1: keeps the image size), 'valid' (none) or the "
+        "zero-padding on each side",
+    )
+    net.add_argument(
+        "--dtype", choices=("float32", "float64"), default=d["dtype"], help="floating-point type"
+    )
+    opt = train.add_argument_group("optimisation")
+    opt.add_argument("--solver", choices=("adam", "sgd"), default=d["solver"], help="update rule")
+    opt.add_argument(
+        "--lr", metavar="LR", type=positive_float, default=d["lr"], help="learning rate"
+    )
+    opt.add_argument(
+        "--momentum",
+        metavar="M",
+        type=momentum_value,
+        default=d["momentum"],
+        help="momentum of --solver sgd (ignored by adam)",
+    )
+    opt.add_argument(
+        "--batch-size",
+        metavar="B",
+        type=batch_size_value,
+        default=d["batch_size"],
+        help="samples per update, or 'full' for full-batch gradient descent",
+    )
+    opt.add_argument(
+        "--alpha",
+        metavar="A",
+        type=nonnegative_float,
+        default=d["alpha"],
+        help="L2 penalty on the weights",
+    )
+    opt.add_argument(
+        "--early-stopping",
+        action="store_true",
+        help="stop when the score on a validation part of the training data stops improving",
+    )
+    opt.add_argument(
+        "--validation-fraction",
+        metavar="FRAC",
+        type=open_fraction,
+        default=d["validation_fraction"],
+        help="part of the training data held out for --early-stopping",
+    )
+    opt.add_argument(
+        "--n-iter-no-change",
+        metavar="N",
+        type=positive_int,
+        default=d["n_iter_no_change"],
+        help="epochs without improvement before --early-stopping stops",
+    )
+    train.set_defaults(handler=_run_train)
+
+
+def _add_predict(commands: Any) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="apply a trained model to new data",
+        description="Read X in the same form as the training data came (e.g. for digits the "
+        "raw 0-16 values of load_digits().data, shape (N, 64)); the input scaling learned in "
+        "training is stored in the model and applied. Writes class labels (classifier) or "
+        "predicted values (regressor) as a .npy file.",
+        allow_abbrev=False,
+    )
+    predict.add_argument("--model", required=True, metavar="MODEL.npz", help="a trained model")
+    predict.add_argument(
+        "--input",
+        required=True,
+        metavar="X.npy|X.npz",
+        help="the samples: a .npy array, or a .npz holding X",
+    )
+    predict.add_argument(
+        "--output", required=True, metavar="Y.npy", help="where to write the predictions (.npy)"
+    )
+    predict.set_defaults(handler=_run_predict)
+
+
+def _add_evaluate(commands: Any) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="print a trained model's metrics on a data set",
+        description="Score a model on a data set: accuracy, log-loss and macro F1 for a "
+        "classifier; R^2, mean squared and mean absolute error for a regressor. By default on "
+        "the whole data set; --split test scores the same held-out 25% that 'tinycnn train "
+        "--seed S' tested on.",
+        formatter_class=DefaultsFormatter,
+        allow_abbrev=False,
+    )
+    evaluate.add_argument("--model", required=True, metavar="MODEL.npz", help="a trained model")
+    evaluate.add_argument(
+        "--data", required=True, metavar="NAME|FILE.npz", help="a data set, as for train"
+    )
+    evaluate.add_argument(
+        "--split",
+        choices=("all", "test"),
+        default="all",
+        help="score on all of the data, or on train's held-out test split for --seed",
+    )
+    evaluate.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=TRAIN_DEFAULTS["seed"],
+        help="the --seed the model was trained with (used by --split test)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.set_defaults(handler=_run_evaluate)
+
+
+# ---------------------------------------------------------------- the commands
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .training_run import train_command
+
+    return train_command(args)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from .apply import predict_command
+
+    return predict_command(args.model, args.input, args.output)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .apply import evaluate_command
+
+    metrics = evaluate_command(args.model, args.data, args.split, args.seed)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        width = max(len(k) for k in metrics)
+        for key, value in metrics.items():
+            shown = f"{value:.6g}" if isinstance(value, float) else value
+            print(f"{key:<{width}}  {shown}")
+    return 0
+
+
+# Errors that mean "the user's input was wrong", not "tinycnn has a bug". ValueError covers the
+# model-file errors (tinycnn.io.ModelFileError) and DatasetError; FloatingPointError covers
+# DivergenceError; ImportError is a missing optional extra.
+USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, ImportError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = ["tinycnn", *argv]  # recorded in the run record
+    prefix = f"tinycnn {args.command}"
+    # Warnings are held back: on failure the error alone is the one line on stderr; on success
+    # each distinct warning is shown in one line. NumPy's overflow warnings are not shown at
+    # all: a run that overflows is caught by the divergence checks.
+    with warnings.catch_warnings(record=True) as caught, np.errstate(over="ignore"):
+        warnings.simplefilter("always")
+        try:
+            status = args.handler(args)
+        except KeyboardInterrupt:
+            hint = getattr(args, "interrupt_hint", "")
+            print(f"{prefix}: interrupted{hint}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except USER_ERRORS as exc:
+            print(f"{prefix}: error: {one_line(str(exc))}", file=sys.stderr)
+            return EXIT_FAILURE
+    for message in dict.fromkeys(one_line(str(w.message)) for w in caught):
+        print(f"{prefix}: warning: {message}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

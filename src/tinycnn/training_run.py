@@ -1,0 +1,548 @@
+"""``tinycnn train``: one training run in one folder, which survives being killed.
+
+The folder (``--out``) holds, when the run has finished:
+
+* ``model.npz``: the trained estimator (``tinycnn.load`` reads it);
+* ``metrics.json``: epochs run in total, held-out test score, timings; written LAST, so its
+  presence (with ``model.npz``) means the run finished;
+* ``loss.png``, ``filters.png``, ``feature_maps.png``: the pictures;
+* ``history.json``: per epoch, the training loss, the loss on the held-out test split and the
+  seconds the epoch took;
+* ``run.json``: the run record (options, data, estimator parameters, versions, command lines);
+* ``checkpoint.npz``: a model file that also carries the training state, rewritten after every
+  epoch, from which ``--resume`` continues bit-exactly.
+
+Every file is written atomically (temporary file, then rename), so a SIGKILL at any moment leaves
+each file either as it was or complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._files import remove_stale_temporaries, write_json
+from ._version import __version__
+from .datasets import TEST_SIZE, DatasetInfo, held_out_split, load_dataset
+
+MODEL = "model.npz"
+METRICS = "metrics.json"
+CHECKPOINT = "checkpoint.npz"
+HISTORY = "history.json"
+RUN_RECORD = "run.json"
+PICTURES = ("loss.png", "filters.png", "feature_maps.png")
+# Removed when a run starts afresh; metrics.json first, since it marks a finished run.
+RUN_FILES = (METRICS, MODEL, *PICTURES, HISTORY, CHECKPOINT, RUN_RECORD)
+
+# The options that define a run: --resume must be given the same ones.
+RUN_OPTIONS = (
+    "epochs",
+    "seed",
+    "n_filters",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dtype",
+    "solver",
+    "lr",
+    "momentum",
+    "batch_size",
+    "alpha",
+    "early_stopping",
+    "validation_fraction",
+    "n_iter_no_change",
+)
+
+
+class RunError(ValueError):
+    """The folder's state does not allow what was asked (e.g. an unfinished run, no --resume)."""
+
+
+# ---------------------------------------------------------------- the estimator
+
+
+def estimator_for(options: dict[str, Any], info: DatasetInfo, X: np.ndarray) -> Any:
+    """A fresh, unfitted CNNClassifier/CNNRegressor for the run's options and data."""
+    from .estimators import CNNClassifier, CNNRegressor
+
+    cls = CNNClassifier if info.task == "classification" else CNNRegressor
+    kwargs: dict[str, Any] = {
+        "n_filters": options["n_filters"],
+        "kernel_size": options["kernel_size"],
+        "stride": options["stride"],
+        "padding": options["padding"],
+        "solver": options["solver"],
+        "learning_rate_init": options["lr"],
+        "momentum": options["momentum"],
+        # "full" (None): one batch of every training sample; the estimator caps it at N.
+        "batch_size": options["batch_size"] or len(X),
+        "alpha": options["alpha"],
+        "max_iter": options["epochs"],
+        "early_stopping": options["early_stopping"],
+        "validation_fraction": options["validation_fraction"],
+        # --epochs N means exactly N epochs unless --early-stopping is given; the estimators
+        # (like scikit-learn's MLP) otherwise also stop when the training loss stalls.
+        "n_iter_no_change": (
+            options["n_iter_no_change"] if options["early_stopping"] else options["epochs"] + 1
+        ),
+        "dtype": np.dtype(options["dtype"]).type,
+        "random_state": options["seed"],
+        "standardize": True,
+    }
+    if X.ndim == 2:  # rows are flattened images: say how to read them
+        kwargs["image_shape"] = tuple(info.image_shape)
+    return cls(**kwargs)
+
+
+def epochs_done(state: Any) -> int:
+    """Completed epochs recorded in a training state."""
+    return int(state.epoch)
+
+
+def standardized_images(est: Any, X: np.ndarray) -> np.ndarray:
+    """``X`` in any accepted form -> the network's input ``(N, C, H, W)`` of the model's dtype:
+    ``(x - input_mean_[c]) / input_std_[c]`` per channel, as the estimator does in fit/predict."""
+    images = est._images(X)
+    mean = np.asarray(est.input_mean_, dtype=np.float64)[None, :, None, None]
+    std = np.asarray(est.input_std_, dtype=np.float64)[None, :, None, None]
+    return ((images - mean) / std).astype(est.params_.kernel.dtype, copy=False)
+
+
+def held_out_targets(est: Any, y: np.ndarray) -> np.ndarray:
+    """``y`` as the network's targets ``(N, O)``: one-hot over ``classes_`` for a classifier,
+    the values themselves for a regressor."""
+    dtype = est.params_.kernel.dtype
+    y = np.asarray(y)
+    if hasattr(est, "classes_"):
+        return (y[:, None] == est.classes_[None, :]).astype(dtype)
+    return y.astype(dtype).reshape(len(y), -1)
+
+
+def held_out_loss(est: Any, inputs: np.ndarray, targets: np.ndarray) -> float:
+    """The training objective (without the L2 penalty) for standardised ``inputs``
+    ``(N, C, H, W)`` and ``targets`` ``(N, O)``: softmax cross-entropy for a classifier, mean
+    squared error over all outputs for a regressor."""
+    from .network import predict
+    from .ops.losses import mse_loss, softmax_cross_entropy
+
+    outputs = predict(est.params_, est.spec_, inputs)  # (N, O)
+    loss = softmax_cross_entropy if hasattr(est, "classes_") else mse_loss
+    value, _ = loss(outputs, targets, outputs.shape[0])
+    return float(value)
+
+
+def feature_maps(est: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One sample ``X[:1]``: its raw image ``(C, H, W)`` and the conv layer's output after ReLU
+    ``(F, H', W')``."""
+    from .ops.activations import relu
+    from .ops.conv import conv2d_forward
+
+    spec, params = est.spec_, est.params_
+    x = standardized_images(est, X[:1])
+    z = conv2d_forward(x, params.kernel, params.bias_conv, stride=spec.stride, pad=spec.pad)
+    return est._images(X[:1])[0], relu(z)[0]
+
+
+# ---------------------------------------------------------------- model files
+
+
+# ---------------------------------------------------------------- the run folder
+
+
+class RunFolder:
+    """The files of one run in ``folder``."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.model = self.folder / MODEL
+        self.metrics = self.folder / METRICS
+        self.checkpoint = self.folder / CHECKPOINT
+        self.history = self.folder / HISTORY
+        self.record = self.folder / RUN_RECORD
+
+    def finished(self) -> bool:
+        return self.metrics.is_file() and self.model.is_file()
+
+    def clear(self) -> None:
+        for name in RUN_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / name).unlink()
+
+    def read_json(self, path: Path) -> Any:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{path}: cannot be read ({exc})") from None
+
+
+def run_options(args: argparse.Namespace, info: DatasetInfo) -> dict[str, Any]:
+    """The options that define the run, JSON-ready; the data set by its resolved source."""
+    options = {"data": info.source, "task": info.task}
+    options.update({name: getattr(args, name) for name in RUN_OPTIONS})
+    return options
+
+
+def check_same_run(folder: RunFolder, options: dict[str, Any]) -> None:
+    """Refuse to resume a run that was started with other options."""
+    record = folder.read_json(folder.record)
+    if record is None or "options" not in record:
+        return  # nothing recorded: the checkpoint's own check (estimator parameters) decides
+    before = record["options"]
+    changed = [
+        f"{_flag(key)} {before.get(key)!r} (now {value!r})"
+        for key, value in options.items()
+        if before.get(key) != value
+    ]
+    if changed:
+        raise RunError(
+            f"{folder.folder} holds a run started with other options: {', '.join(changed)}; "
+            "give the same options to --resume it, or --overwrite to start afresh"
+        )
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def _check_same_estimator(loaded: Any, fresh: Any, path: Path) -> None:
+    ours, theirs = fresh.get_params(), loaded.get_params()
+    changed = [k for k in ours if _comparable(k, ours[k]) != _comparable(k, theirs.get(k))]
+    if type(loaded) is not type(fresh) or changed:
+        what = ", ".join(changed) or f"{type(loaded).__name__} vs {type(fresh).__name__}"
+        raise RunError(
+            f"{path} was made with other settings ({what}); give the same options to --resume "
+            "it, or --overwrite to start afresh"
+        )
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """An estimator parameter in a form that compares equal across a save/load round trip."""
+    if name == "dtype" and value is not None:
+        return np.dtype(value).name
+    if isinstance(value, (tuple, list, np.ndarray)):
+        return [_comparable(name, v) for v in value]
+    return _jsonable(value)
+
+
+def _versions() -> dict[str, str]:
+    versions = {
+        "tinycnn": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+    with contextlib.suppress(ImportError):
+        import sklearn
+
+        versions["scikit-learn"] = sklearn.__version__
+    return versions
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, type):
+        return value.__name__
+    return repr(value)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _Progress:
+    """A tqdm bar over epochs showing the live losses; nothing when disabled."""
+
+    def __init__(self, enabled: bool, total: int, initial: int) -> None:
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                raise ImportError(
+                    "the progress bar needs tqdm: pip install 'tinycnn[cli]' (or use --quiet)"
+                ) from None
+            self.bar = tqdm(
+                total=total, initial=initial, unit="epoch", desc="training", file=sys.stderr
+            )
+
+    def epoch(self, train_loss: float, test_loss: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{train_loss:.4g}", test_loss=f"{test_loss:.4g}")
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class EpochRecorder:
+    """The fit callback: after every epoch, record the losses and time in ``history.json``, then
+    write the checkpoint (both atomically), then move the progress bar.
+
+    ``history.json`` is written before the checkpoint, so after a kill it may be one epoch ahead;
+    on resume it is cut back to the checkpoint's epoch count.
+    """
+
+    def __init__(
+        self,
+        folder: RunFolder,
+        curves: dict[str, list],
+        X_test: np.ndarray,
+        y_test: np.ndarray,
+        progress: _Progress,
+        before_first_epoch: Callable[[], None] | None = None,
+    ) -> None:
+        self.folder, self.curves = folder, curves
+        self.before_first_epoch = before_first_epoch
+        self.X_test, self.y_test = X_test, y_test
+        self.test_inputs: np.ndarray | None = None
+        self.test_targets: np.ndarray | None = None
+        self.progress = progress
+        self.last = time.perf_counter()
+
+    def __call__(self, est: Any, state: Any) -> bool:
+        now = time.perf_counter()
+        if self.before_first_epoch is not None:
+            self.before_first_epoch()
+            self.before_first_epoch = None
+        seconds, self.last = now - self.last, now
+        train_loss = float(state.history.loss_curve[-1])
+        if self.test_inputs is None:  # the standardisation is fixed for the whole run
+            self.test_inputs = standardized_images(est, self.X_test)
+            self.test_targets = held_out_targets(est, self.y_test)
+        test_loss = held_out_loss(est, self.test_inputs, self.test_targets)
+        if not math.isfinite(test_loss):
+            # The training loss (measured before the epoch's last update) can still be finite
+            # when the updated weights already overflow: stop here, keep the last checkpoint.
+            from .errors import DivergenceError
+
+            raise DivergenceError(epochs_done(state), test_loss, est.learning_rate_init)
+        self.curves["epoch"].append(epochs_done(state))
+        self.curves["train_loss"].append(train_loss)
+        self.curves["test_loss"].append(test_loss)
+        self.curves["seconds"].append(seconds)
+        write_json(self.folder.history, self.curves)
+        from .io import save_checkpoint
+
+        save_checkpoint(self.folder.checkpoint, est, state)
+        self.progress.epoch(train_loss, test_loss)
+        self.last = time.perf_counter()  # the bookkeeping is not part of the epoch's time
+        return False
+
+
+def _resumed_curves(folder: RunFolder, epochs: int) -> dict[str, list]:
+    empty: dict[str, list] = {"epoch": [], "train_loss": [], "test_loss": [], "seconds": []}
+    if epochs == 0:
+        return empty
+    try:
+        curves = folder.read_json(folder.history)
+    except RunError:
+        curves = None
+    if not isinstance(curves, dict) or any(not isinstance(curves.get(k), list) for k in empty):
+        return empty
+    keep = [i for i, e in enumerate(curves["epoch"]) if isinstance(e, int) and e <= epochs]
+    return {k: [curves[k][i] for i in keep] for k in empty}
+
+
+# ---------------------------------------------------------------- the command
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """Run ``tinycnn train`` for parsed ``args``; return the exit status."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} exists and is not a folder")
+    X, y, info = load_dataset(args.data, task=args.task)
+    options = run_options(args, info)
+    folder = RunFolder(out)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+
+    state = None
+    est = None
+    if args.resume and folder.finished():
+        check_same_run(folder, options)
+        metrics = folder.read_json(folder.metrics) or {}
+        say(f"{out}: the run already finished ({metrics.get('epochs', '?')} epochs); nothing to do")
+        return 0
+    if args.resume and folder.checkpoint.exists():
+        from . import io
+
+        check_same_run(folder, options)
+        est, state = io.load_checkpoint(folder.checkpoint)
+    elif folder.checkpoint.exists() and not folder.finished() and not args.overwrite:
+        raise RunError(
+            f"{out} holds an unfinished run ({folder.checkpoint}); add --resume to continue it "
+            "or --overwrite to start afresh"
+        )
+    X_train, X_test, y_train, y_test = held_out_split(X, y, info.task, args.seed)
+    fresh = estimator_for(options, info, X)
+    start_epoch = epochs_done(state) if state is not None else 0
+
+    def start_record() -> None:
+        _write_record(folder, options, info, est, args, start_epoch, len(y_train), len(y_test))
+
+    def start_afresh() -> None:
+        # Only once the first epoch has trained: a run refused by the estimator's own checks
+        # (say, a kernel larger than the images) leaves the folder's previous run untouched.
+        folder.clear()
+        start_record()
+
+    if est is None:
+        est = fresh
+    else:
+        _check_same_estimator(est, fresh, folder.checkpoint)
+        start_record()
+
+    curves = _resumed_curves(folder, start_epoch)
+    args.interrupt_hint = f"; rerun with --resume to continue from {folder.checkpoint}"
+    verb = f"resuming at epoch {start_epoch}" if start_epoch else "training"
+    say(
+        f"{verb} {type(est).__name__} on {info.name} ({info.task}): {len(y_train)} training and "
+        f"{len(y_test)} test samples, {args.epochs} epochs -> {out}"
+    )
+    progress = _Progress(
+        enabled=not args.quiet and sys.stderr.isatty(), total=args.epochs, initial=start_epoch
+    )
+    recorder = EpochRecorder(
+        folder, curves, X_test, y_test, progress, None if state is not None else start_afresh
+    )
+    try:
+        with warnings.catch_warnings():
+            # Running the requested epochs is what was asked: no "not converged" warning.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X_train, y_train, callback=recorder, resume=state)
+    finally:
+        progress.close()
+
+    est.save(folder.model)
+    metrics = _metrics(est, info, curves, X_train, y_train, X_test, y_test, args.epochs)
+    _draw(folder, est, curves, X_test)
+    write_json(folder.metrics, metrics)  # last: marks the run finished
+    score = "test_accuracy" if info.task == "classification" else "test_r2"
+    say(
+        f"{score} {metrics[score]:.4g} after {metrics['epochs']} epochs "
+        f"({metrics['train_seconds']:.1f} s of training); wrote {out}/"
+        f"{{{MODEL},{METRICS},{','.join(PICTURES)}}}"
+    )
+    return 0
+
+
+def _write_record(
+    folder: RunFolder,
+    options: dict[str, Any],
+    info: DatasetInfo,
+    est: Any,
+    args: argparse.Namespace,
+    start_epoch: int,
+    n_train: int,
+    n_test: int,
+) -> None:
+    previous = None
+    if start_epoch:
+        with contextlib.suppress(RunError):
+            previous = folder.read_json(folder.record)
+    sessions = previous.get("sessions", []) if isinstance(previous, dict) else []
+    sessions.append(
+        {"command": args.command_line, "started": _now(), "from_epoch": start_epoch, **_versions()}
+    )
+    record = {
+        "options": options,
+        "data": info.to_dict(),
+        "split": {
+            "test_size": TEST_SIZE,
+            "random_state": args.seed,
+            "n_train": n_train,
+            "n_test": n_test,
+            "stratified": info.task == "classification",
+        },  # fmt: skip
+        "estimator": {"class": type(est).__name__, "params": _jsonable(est.get_params())},
+        "versions": _versions(),
+        "sessions": sessions,
+    }
+    write_json(folder.record, record)
+
+
+def _metrics(
+    est: Any,
+    info: DatasetInfo,
+    curves: dict[str, list],
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    epochs_requested: int,
+) -> dict[str, Any]:
+    metrics: dict[str, Any] = {
+        "task": info.task,
+        "data": info.name,
+        "epochs": int(est.n_iter_),
+        "epochs_requested": epochs_requested,
+        "n_train": len(y_train),
+        "n_test": len(y_test),
+    }
+    if info.task == "classification":
+        metrics["test_accuracy"] = float(est.score(X_test, y_test))
+        metrics["train_accuracy"] = float(est.score(X_train, y_train))
+    else:
+        from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+        predicted = est.predict(X_test)
+        metrics["test_r2"] = float(est.score(X_test, y_test))
+        metrics["test_mse"] = float(mean_squared_error(y_test, predicted))
+        metrics["test_mae"] = float(mean_absolute_error(y_test, predicted))
+        metrics["train_r2"] = float(est.score(X_train, y_train))
+    metrics["stopped_early"] = bool(est.early_stopping and est.n_iter_ < epochs_requested)
+    metrics["final_train_loss"] = float(est.loss_curve_[-1])
+    if curves["test_loss"]:
+        metrics["final_test_loss"] = float(curves["test_loss"][-1])
+    seconds = [float(s) for s in curves["seconds"]]
+    metrics["train_seconds"] = float(sum(seconds))
+    metrics["seconds_per_epoch"] = float(np.median(seconds)) if seconds else None
+    return metrics
+
+
+def _draw(folder: RunFolder, est: Any, curves: dict[str, list], X_test: np.ndarray) -> None:
+    from . import plots
+
+    train_loss = list(est.loss_curve_)
+    test_loss = curves["test_loss"] if len(curves["test_loss"]) == len(train_loss) else None
+    name = "cross-entropy" if hasattr(est, "classes_") else "mean squared error"
+    plots.plot_loss(
+        folder.folder / "loss.png",
+        train_loss,
+        test_loss,
+        loss_name=name,
+        validation_label="held-out test split",
+    )
+    plots.plot_filters(folder.folder / "filters.png", est.params_.kernel)
+    image, maps = feature_maps(est, X_test)
+    plots.plot_feature_maps(folder.folder / "feature_maps.png", image, maps)

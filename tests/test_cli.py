@@ -1,0 +1,685 @@
+"""The ``tinycnn`` command end to end: files written, plots valid, metrics right, predictions equal
+to the estimator's, ``--resume``, and every bad usage refused with one line and a non-zero exit.
+
+End-to-end runs go through ``sys.executable -m tinycnn`` (whatever environment runs the tests);
+the many bad-usage cases call ``tinycnn.cli.main`` in-process, which is the same code path
+without the interpreter start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinycnn
+from tinycnn import cli, training_run
+from tinycnn.datasets import held_out_split, load_dataset
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RUN_FILES = (
+    "model.npz",
+    "metrics.json",
+    "loss.png",
+    "filters.png",
+    "feature_maps.png",
+    "checkpoint.npz",
+    "history.json",
+    "run.json",
+)
+# Small and fast: a few epochs are enough to check the plumbing.
+FAST = ("--epochs", "3", "--n-filters", "4")
+
+
+def run_tinycnn(*args: str, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tinycnn", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``tinycnn.cli.main(argv)`` in-process: (exit status, stdout, stderr)."""
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse exits for usage errors, --help and --version
+        code = exc.code
+    captured = capsys.readouterr()
+    return int(code or 0), captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code != 0
+    assert "Traceback" not in err
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1, f"expected one line on stderr, got {err!r}"
+    assert lines[0].startswith("tinycnn")
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+def assert_valid_png(path: Path) -> None:
+    from matplotlib.image import imread
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(path) as image:
+        image.verify()
+    pixels = imread(path)
+    assert pixels.ndim == 3 and min(pixels.shape[:2]) > 50
+
+
+def model_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("digits") / "run"
+    result = run_tinycnn("train", "--data", "digits", "--out", str(out), *FAST, "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    # Not a terminal: no progress bar; errors only on stderr.
+    assert result.stderr == ""
+    assert "test_accuracy" in result.stdout
+    return out
+
+
+def test_train_writes_every_file(digits_run):
+    for name in RUN_FILES:
+        assert (digits_run / name).is_file(), name
+    for name in ("loss.png", "filters.png", "feature_maps.png"):
+        assert_valid_png(digits_run / name)
+    assert not [p for p in os.listdir(digits_run) if p.startswith(".tinycnn-tmp-")]
+
+
+def test_metrics_json(digits_run):
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3
+    assert metrics["task"] == "classification"
+    assert metrics["n_test"] == 450 and metrics["n_train"] == 1347  # a 25% held-out split
+    assert 0.5 < metrics["test_accuracy"] <= 1.0
+    assert metrics["train_seconds"] > 0
+    # The held-out score is the model's score on exactly train's stratified split.
+    X, y, _ = load_dataset("digits")
+    _, X_test, _, y_test = held_out_split(X, y, "classification", seed=3)
+    est = tinycnn.load(digits_run / "model.npz")
+    assert metrics["test_accuracy"] == pytest.approx(est.score(X_test, y_test), abs=0)
+
+
+def test_run_record_and_history(digits_run):
+    record = json.loads((digits_run / "run.json").read_text())
+    assert record["options"]["seed"] == 3 and record["options"]["epochs"] == 3
+    assert record["options"]["n_filters"] == 4
+    assert record["estimator"]["class"] == "CNNClassifier"
+    versions = record["versions"]
+    assert versions["tinycnn"] == tinycnn.__version__
+    assert versions["numpy"] == np.__version__
+    for key in ("python", "scikit-learn"):
+        assert versions[key]
+    assert record["sessions"][0]["command"][:2] == ["tinycnn", "train"]
+    history = json.loads((digits_run / "history.json").read_text())
+    assert history["epoch"] == [1, 2, 3]
+    est = tinycnn.load(digits_run / "model.npz")
+    np.testing.assert_allclose(history["train_loss"], est.loss_curve_, rtol=0, atol=0)
+    assert all(np.isfinite(history["test_loss"]))
+
+
+def test_checkpoint_is_the_final_model(digits_run):
+    final = tinycnn.load(digits_run / "model.npz")
+    checkpoint = tinycnn.load(digits_run / "checkpoint.npz")
+    for a, b in zip(final.params_, checkpoint.params_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_predict_on_raw_digits_equals_the_estimator(digits_run, tmp_path):
+    from sklearn.datasets import load_digits
+
+    raw = load_digits().data  # (1797, 64), values 0-16, exactly as the training source gave it
+    np.save(tmp_path / "X.npy", raw)
+    result = run_tinycnn(
+        "predict",
+        "--model",
+        str(digits_run / "model.npz"),
+        "--input",
+        str(tmp_path / "X.npy"),
+        "--output",
+        str(tmp_path / "y.npy"),
+    )
+    assert result.returncode == 0, result.stderr
+    predicted = np.load(tmp_path / "y.npy", allow_pickle=False)
+    expected = tinycnn.load(digits_run / "model.npz").predict(raw)
+    np.testing.assert_array_equal(predicted, expected)
+    assert predicted.shape == (1797,)
+    # Trained, not guessing: most of the raw digits are right.
+    assert (predicted == load_digits().target).mean() > 0.8
+
+
+def test_predict_reads_npz_and_image_shaped_input(digits_run, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    raw = load_digits().data[:50]
+    est = tinycnn.load(digits_run / "model.npz")
+    np.savez(tmp_path / "X.npz", X=raw.reshape(50, 1, 8, 8))
+    code, out, err = run_main(
+        ["predict", "--model", digits_run / "model.npz", "--input", tmp_path / "X.npz",
+         "--output", tmp_path / "y.npy"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), est.predict(raw))
+    assert "wrote 50 predictions" in out
+
+
+def test_evaluate_test_split_matches_train_metrics(digits_run, capsys):
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    model = digits_run / "model.npz"
+    argv = ["evaluate", "--model", model, "--data", "digits", "--split", "test", "--seed", "3"]
+    code, out, err = run_main([*argv, "--json"], capsys)
+    assert code == 0, err
+    scores = json.loads(out)
+    assert scores["n_samples"] == 450
+    assert scores["accuracy"] == metrics["test_accuracy"]
+    assert 0 < scores["log_loss"] and 0 <= scores["f1_macro"] <= 1
+    code, out, _ = run_main(argv, capsys)
+    assert code == 0 and "accuracy" in out and "log_loss" in out
+    code, out, err = run_main(["evaluate", "--model", model, "--data", "digits", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["n_samples"] == 1797
+
+
+def test_train_and_predict_on_synthetic_shapes(tmp_path, capsys):
+    out = tmp_path / "shapes"
+    result = run_tinycnn("train", "--data", "shapes", "--out", str(out), *FAST)
+    assert result.returncode == 0, result.stderr
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    for name in ("loss.png", "filters.png", "feature_maps.png"):
+        assert_valid_png(out / name)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "classification" and metrics["epochs"] == 3
+    assert 0 <= metrics["test_accuracy"] <= 1
+    X, _, _ = load_dataset("shapes")  # (800, 1, 12, 12), as the source gives it
+    est = tinycnn.load(out / "model.npz")
+    for name, data in (("X4.npy", X), ("X3.npy", X[:, 0])):  # (N, 1, H, W) and (N, H, W)
+        np.save(tmp_path / name, data)
+        code, _, err = run_main(
+            ["predict", "--model", out / "model.npz", "--input", tmp_path / name,
+             "--output", tmp_path / "y.npy"],
+            capsys,
+        )  # fmt: skip
+        assert code == 0, err
+        np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), est.predict(X))
+
+
+def test_train_regression_on_shape_sizes(tmp_path, capsys):
+    out = tmp_path / "sizes"
+    code, stdout, err = run_main(
+        ["train", "--data", "shapes-size", "--out", out, "--epochs", "4"], capsys
+    )
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "regression"
+    for key in ("test_r2", "test_mse", "test_mae", "train_r2"):
+        assert np.isfinite(metrics[key])
+    assert "test_r2" in stdout
+    est = tinycnn.load(out / "model.npz")
+    assert type(est).__name__ == "CNNRegressor"
+    X, y, _ = load_dataset("shapes-size")
+    np.save(out / "X.npy", X)
+    code, _, err = run_main(
+        ["predict", "--model", out / "model.npz", "--input", out / "X.npy",
+         "--output", out / "r.npy"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(out / "r.npy"), est.predict(X))
+    code, stdout, _ = run_main(
+        ["evaluate", "--model", out / "model.npz", "--data", "shapes-size", "--json"], capsys
+    )
+    assert code == 0 and np.isfinite(json.loads(stdout)["r2"])
+
+
+def test_train_on_a_user_npz_with_flat_rows(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    path = tmp_path / "mine.npz"
+    np.savez(path, X=digits.data[:300], y=digits.target[:300], image_shape=np.array([1, 8, 8]))
+    out = tmp_path / "mine"
+    code, _, err = run_main(["train", "--data", path, "--out", out, *FAST, "--quiet"], capsys)
+    assert code == 0, err
+    assert err == ""
+    est = tinycnn.load(out / "model.npz")
+    assert tuple(est.image_shape_) == (1, 8, 8)
+    record = json.loads((out / "run.json").read_text())
+    assert record["data"]["source"] == str(path.resolve())
+
+
+def test_quiet_prints_nothing(tmp_path, capsys):
+    code, out, err = run_main(
+        ["train", "--data", "shapes", "--out", tmp_path / "q", "--epochs", "1", "--quiet"], capsys
+    )
+    assert (code, out, err) == (0, "", "")
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    # A fresh pty is 0 columns wide, and tqdm draws nothing in 0 columns: make it 120 wide.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tinycnn", "train", "--data", "shapes", "--out",
+             str(tmp_path / "tty"), "--epochs", "2"],
+            stdout=subprocess.PIPE, stderr=follower, timeout=300,
+        )  # fmt: skip
+        os.close(follower)
+        follower = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    assert proc.returncode == 0
+    text = shown.decode(errors="replace")
+    assert "training" in text and "2/2" in text and "loss=" in text
+
+
+# ---------------------------------------------------------------- --resume
+
+
+def _stop_after(monkeypatch, epoch: int) -> None:
+    """Make training stop like a Ctrl-C right after epoch ``epoch``'s checkpoint is written."""
+    original = training_run.EpochRecorder.__call__
+
+    def interrupting(self, est, state):
+        result = original(self, est, state)
+        if training_run.epochs_done(state) == epoch:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(training_run.EpochRecorder, "__call__", interrupting)
+
+
+RESUME_ARGS = ["--data", "shapes", "--epochs", "5", "--n-filters", "3", "--seed", "7"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_resume_continues_a_stopped_run_exactly(dtype, tmp_path, capsys, monkeypatch):
+    args = [*RESUME_ARGS, "--dtype", dtype]
+    reference = tmp_path / "reference"
+    code, _, err = run_main(["train", *args, "--out", reference, "--quiet"], capsys)
+    assert code == 0, err
+
+    out = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 2)
+        code, _, err = run_main(["train", *args, "--out", out], capsys)
+    assert_one_line_error(code, err, "interrupted", "--resume")
+    assert code == cli.EXIT_INTERRUPTED
+    assert not (out / "metrics.json").exists() and not (out / "model.npz").exists()
+    assert tinycnn.load(out / "checkpoint.npz").n_iter_ == 2
+
+    # Without --resume an unfinished run is not thrown away.
+    code, _, err = run_main(["train", *args, "--out", out], capsys)
+    assert_one_line_error(code, err, "unfinished run", "--resume", "--overwrite")
+    # With other options it is not continued either.
+    changed = [a if a != "5" else "6" for a in args]
+    code, _, err = run_main(["train", *changed, "--out", out, "--resume"], capsys)
+    assert_one_line_error(code, err, "--epochs 5", "now 6")
+
+    code, stdout, err = run_main(["train", *args, "--out", out, "--resume"], capsys)
+    assert code == 0, err
+    assert "resuming at epoch 2" in stdout
+    expected, resumed = model_arrays(reference / "model.npz"), model_arrays(out / "model.npz")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 5
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch"] == [1, 2, 3, 4, 5]
+    record = json.loads((out / "run.json").read_text())
+    assert [s["from_epoch"] for s in record["sessions"]] == [0, 2]
+
+
+def test_resume_of_a_finished_run_does_nothing(tmp_path, capsys):
+    out = tmp_path / "done"
+    code, _, err = run_main(["train", *RESUME_ARGS, "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    before = {name: (out / name).read_bytes() for name in RUN_FILES}
+    code, stdout, err = run_main(["train", *RESUME_ARGS, "--out", out, "--resume"], capsys)
+    assert code == 0 and err == ""
+    assert "already finished" in stdout
+    assert {name: (out / name).read_bytes() for name in RUN_FILES} == before
+
+
+def test_a_refused_fresh_start_leaves_the_previous_run_alone(tmp_path, capsys):
+    out = tmp_path / "keep"
+    code, _, err = run_main(["train", *RESUME_ARGS, "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    before = {name: (out / name).read_bytes() for name in RUN_FILES}
+    # padding "same" needs an odd kernel: the estimator refuses before any epoch.
+    code, _, err = run_main(["train", *RESUME_ARGS, "--out", out, "--kernel-size", "4"], capsys)
+    assert_one_line_error(code, err, "kernel_size")
+    assert {name: (out / name).read_bytes() for name in RUN_FILES} == before
+
+
+def test_resume_without_checkpoint_starts_afresh(tmp_path, capsys):
+    out = tmp_path / "new"
+    code, _, err = run_main(["train", *RESUME_ARGS, "--out", out, "--resume", "--quiet"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 5
+
+
+def test_overwrite_starts_afresh(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "over"
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 1)
+        code, _, _ = run_main(["train", *RESUME_ARGS, "--out", out], capsys)
+    assert code == cli.EXIT_INTERRUPTED
+    code, _, err = run_main(["train", *RESUME_ARGS, "--out", out, "--overwrite"], capsys)
+    assert code == 0, err
+    record = json.loads((out / "run.json").read_text())
+    assert [s["from_epoch"] for s in record["sessions"]] == [0]
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "failing"
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 2)
+        run_main(["train", *RESUME_ARGS, "--out", out], capsys)
+    before = (out / "checkpoint.npz").read_bytes()
+    import builtins
+
+    import tinycnn._files as files
+
+    class HalfWritten:
+        """The checkpoint's temporary file takes half of what it is given, then the disk is full."""
+
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            self.handle.write(data[: len(data) // 2])
+            raise OSError("disk full")
+
+    def open_(file, mode="r", *args, **kwargs):
+        handle = builtins.open(file, mode, *args, **kwargs)
+        return HalfWritten(handle) if str(file).endswith("checkpoint.npz") else handle
+
+    monkeypatch.setattr(files, "open", open_, raising=False)
+    code, _, err = run_main(["train", *RESUME_ARGS, "--out", out, "--resume"], capsys)
+    assert_one_line_error(code, err, "disk full")
+    assert (out / "checkpoint.npz").read_bytes() == before
+    assert not [p for p in os.listdir(out) if p.startswith(".tinycnn-tmp-")]
+
+
+# ---------------------------------------------------------------- bad usage
+
+
+def test_version_and_help(capsys):
+    code, out, _ = run_main(["--version"], capsys)
+    assert code == 0 and out.strip() == f"tinycnn {tinycnn.__version__}"
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subparsers.items():
+        code, out, _ = run_main([name, "--help"], capsys)
+        assert code == 0
+        for action in sub._actions:
+            for flag in action.option_strings:
+                assert flag in out, f"{name} --help does not document {flag}"
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings} has no help text"
+    code, out, _ = run_main(["--help"], capsys)
+    assert code == 0 and all(name in out for name in ("train", "predict", "evaluate"))
+
+
+def test_version_through_the_interpreter():
+    result = run_tinycnn("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"tinycnn {tinycnn.__version__}"
+
+
+TRAIN = ["train", "--data", "digits", "--out", "OUT"]
+BAD_USAGE = {
+    "no command": ([], "COMMAND"),
+    "unknown command": (["fit"], "invalid choice"),
+    "unknown option": ([*TRAIN, "--bogus"], "unrecognized arguments: --bogus"),
+    "missing --out": (["train", "--data", "digits"], "--out"),
+    "missing --data": (["train", "--out", "OUT"], "--data"),
+    "zero epochs": ([*TRAIN, "--epochs", "0"], "--epochs", "'0'"),
+    "negative epochs": ([*TRAIN, "--epochs", "-3"], "--epochs", "'-3'"),
+    "fractional epochs": ([*TRAIN, "--epochs", "2.5"], "--epochs", "'2.5'"),
+    "word epochs": ([*TRAIN, "--epochs", "ten"], "--epochs", "'ten'"),
+    "zero lr": ([*TRAIN, "--lr", "0"], "--lr"),
+    "negative lr": ([*TRAIN, "--lr", "-0.1"], "--lr"),
+    "nan lr": ([*TRAIN, "--lr", "nan"], "--lr"),
+    "infinite lr": ([*TRAIN, "--lr", "inf"], "--lr"),
+    "negative seed": ([*TRAIN, "--seed", "-1"], "--seed"),
+    "zero filters": ([*TRAIN, "--n-filters", "0"], "--n-filters"),
+    "zero stride": ([*TRAIN, "--stride", "0"], "--stride"),
+    "negative padding": ([*TRAIN, "--padding", "-1"], "--padding"),
+    "word padding": ([*TRAIN, "--padding", "wide"], "--padding"),
+    "zero batch": ([*TRAIN, "--batch-size", "0"], "--batch-size"),
+    "negative alpha": ([*TRAIN, "--alpha", "-1"], "--alpha"),
+    "momentum 1": ([*TRAIN, "--momentum", "1"], "--momentum"),
+    "fraction 1": ([*TRAIN, "--validation-fraction", "1"], "--validation-fraction"),
+    "unknown solver": ([*TRAIN, "--solver", "rmsprop"], "--solver"),
+    "unknown dtype": ([*TRAIN, "--dtype", "float16"], "--dtype"),
+    "unknown task": ([*TRAIN, "--task", "clustering"], "--task"),
+    "resume and overwrite": ([*TRAIN, "--resume", "--overwrite"], "not allowed with"),
+    "predict without output": (["predict", "--model", "m.npz", "--input", "x.npy"], "--output"),
+    "evaluate bad split": (
+        ["evaluate", "--model", "m", "--data", "digits", "--split", "x"],
+        "split",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_USAGE))
+def test_bad_usage_is_one_line_exit_2(case, tmp_path, capsys):
+    argv, *fragments = BAD_USAGE[case]
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    code, out, err = run_main(argv, capsys)
+    assert code == cli.EXIT_USAGE
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def damaged_files(tmp_path_factory, digits_run) -> dict[str, Path]:
+    """A good model, and files that are not good models, in one folder."""
+    folder = tmp_path_factory.mktemp("damaged")
+    good = (digits_run / "model.npz").read_bytes()
+    files = {
+        "empty": b"",
+        "text": b"this is not a model\n",
+        "truncated": good[: len(good) // 2],
+        "flipped": good[:200] + bytes(b ^ 0xFF for b in good[200:260]) + good[260:],
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = folder / f"{name}.npz"
+        paths[name].write_bytes(content)
+    paths["foreign"] = folder / "foreign.npz"
+    np.savez(paths["foreign"], X=np.zeros((3, 64)), y=np.zeros(3))
+    paths["pickle"] = folder / "pickle.npz"
+    np.savez(paths["pickle"], config=np.array([{"evil": 1}], dtype=object))
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "truncated", "flipped", "foreign", "pickle"])
+def test_damaged_model_is_refused(kind, damaged_files, tmp_path, capsys):
+    path = damaged_files[kind]
+    np.save(tmp_path / "X.npy", np.zeros((2, 64)))
+    code, _, err = run_main(
+        ["predict", "--model", path, "--input", tmp_path / "X.npy", "--output", tmp_path / "y.npy"],
+        capsys,
+    )
+    assert_one_line_error(code, err, str(path))
+    assert code == cli.EXIT_FAILURE
+    assert not (tmp_path / "y.npy").exists()
+    code, _, err = run_main(["evaluate", "--model", path, "--data", "digits"], capsys)
+    assert_one_line_error(code, err, str(path))
+
+
+def _predict_argv(model, X, tmp_path, output=None):
+    np.save(tmp_path / "X.npy", X) if X is not None else None
+    output = output if output is not None else tmp_path / "y.npy"
+    return ["predict", "--model", model, "--input", tmp_path / "X.npy", "--output", output]
+
+
+@pytest.mark.parametrize(
+    ("X", "fragment"),
+    [
+        (np.zeros((5, 63)), "(5, 63)"),
+        (np.zeros((5, 1, 9, 9)), "(5, 1, 9, 9)"),
+        (np.zeros((5, 2, 8, 8)), "(5, 2, 8, 8)"),
+        (np.zeros(64), "(64,)"),
+        (np.zeros((0, 64)), "(0, 64)"),
+        (np.array([["1"] * 64]), "real numbers"),
+        (np.full((2, 64), np.nan), "X.npy"),
+    ],
+    ids=["63 features", "9x9 images", "2 channels", "1-D", "no samples", "strings", "NaN"],
+)
+def test_predict_refuses_wrong_input(X, fragment, digits_run, tmp_path, capsys):
+    argv = _predict_argv(digits_run / "model.npz", X, tmp_path)
+    code, _, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_predict_refuses_missing_files(digits_run, tmp_path, capsys):
+    model = digits_run / "model.npz"
+    code, _, err = run_main(
+        _predict_argv(tmp_path / "none.npz", np.zeros((1, 64)), tmp_path), capsys
+    )
+    assert_one_line_error(code, err, "none.npz")
+    argv = ["predict", "--model", model, "--input", tmp_path / "nox.npy", "--output", "y.npy"]
+    code, _, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "nox.npy")
+    argv = _predict_argv(model, np.zeros((1, 64)), tmp_path, output=tmp_path / "no" / "y.npy")
+    code, _, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "does not exist")
+
+
+def test_train_refuses_bad_data(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_main(["train", "--data", "mnist", "--out", out], capsys)
+    assert_one_line_error(code, err, "unknown data set 'mnist'")
+    assert code == cli.EXIT_FAILURE
+    code, _, err = run_main(["train", "--data", tmp_path / "missing.npz", "--out", out], capsys)
+    assert_one_line_error(code, err, "missing.npz")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, X=np.zeros((10, 16)))
+    code, _, err = run_main(["train", "--data", bad, "--out", out], capsys)
+    assert_one_line_error(code, err, str(bad), "missing y")
+    bad.write_bytes(b"PK\x03\x04garbage")
+    code, _, err = run_main(["train", "--data", bad, "--out", out], capsys)
+    assert_one_line_error(code, err, str(bad))
+    assert not out.exists()
+
+
+def test_train_refuses_out_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("keep me")
+    code, _, err = run_main(["train", "--data", "shapes", "--out", target], capsys)
+    assert_one_line_error(code, err, "not a folder")
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--kernel-size", "4"], "kernel_size"),  # padding "same" needs an odd kernel
+        (["--kernel-size", "11", "--padding", "0"], "kernel"),  # larger than 8x8 digits
+        (["--stride", "2"], "stride"),  # padding "same" needs stride 1
+    ],
+)
+def test_train_refuses_impossible_networks(extra, fragment, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run_main(["train", "--data", "digits", "--out", out, *extra], capsys)
+    assert_one_line_error(code, err, fragment)
+
+
+def test_divergence_is_one_line(tmp_path, capsys):
+    argv = ["train", "--data", "shapes-size", "--out", tmp_path / "div", "--solver", "sgd",
+            "--lr", "1e12", "--epochs", "3", "--batch-size", "full"]  # fmt: skip
+    code, _, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "diverged")
+
+
+def test_errors_through_the_interpreter_have_no_traceback(tmp_path):
+    for args in (
+        ["train", "--data", "digits", "--out", str(tmp_path / "o"), "--epochs", "-1"],
+        ["predict", "--model", str(tmp_path / "missing.npz"), "--input", "x.npy", "--output",
+         "y.npy"],
+        ["evaluate", "--model", str(tmp_path / "missing.npz"), "--data", "nonsense"],
+    ):  # fmt: skip
+        result = run_tinycnn(*args)
+        assert_one_line_error(result.returncode, result.stderr)
+
+
+def test_early_stopping_may_stop_before_the_epochs(tmp_path, capsys):
+    out = tmp_path / "early"
+    argv = ["train", "--data", "shapes", "--out", out, "--epochs", "60", "--n-filters", "2",
+            "--early-stopping", "--n-iter-no-change", "2", "--quiet"]  # fmt: skip
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    est = tinycnn.load(out / "model.npz")
+    assert metrics["epochs"] == est.n_iter_ < 60
+    assert metrics["stopped_early"] is True
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch"] == list(range(1, metrics["epochs"] + 1))
+
+
+def test_without_early_stopping_every_epoch_runs(tmp_path, capsys):
+    # A loss that stalls must not end the run: --epochs N means N epochs.
+    out = tmp_path / "stall"
+    argv = ["train", "--data", "shapes", "--out", out, "--epochs", "14", "--n-filters", "1",
+            "--lr", "1e-9", "--n-iter-no-change", "2", "--quiet"]  # fmt: skip
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 14 and metrics["stopped_early"] is False
+
+
+def test_task_option_trains_a_regressor_on_integer_labels(tmp_path, capsys):
+    out = tmp_path / "reg"
+    argv = ["train", "--data", "digits", "--task", "regression", "--out", out, *FAST, "--quiet"]
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    assert type(tinycnn.load(out / "model.npz")).__name__ == "CNNRegressor"
+    assert "test_r2" in json.loads((out / "metrics.json").read_text())

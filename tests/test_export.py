@@ -1,0 +1,455 @@
+"""Export to PyTorch and ONNX and back: the same predictions, in every direction.
+
+Oracle: tinycnn's own forward pass (``tinycnn.network.predict`` on the standardised images) and the
+fitted estimator's ``predict``. Float32 exports agree with a float64 estimator to float32 rounding:
+``rtol=1e-5``, with an absolute floor of ``1e-5 * max|expected|`` so that entries that cancel to
+near zero are judged on the outputs' scale.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import tinycnn  # noqa: E402
+from tinycnn import export  # noqa: E402
+from tinycnn.network import ConvNetParams, predict  # noqa: E402
+
+torch.set_num_threads(1)  # the suite runs on 2 cores with -n 2
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def reference_outputs(est, X):
+    """tinycnn's outputs ``(N, O)`` for raw images ``X`` ``(N, C, H, W)``, from the contract's
+    fitted attributes: standardise in float64, then the network's forward in the estimator's
+    dtype (logits for a classifier)."""
+    dtype = est.params_.kernel.dtype
+    mean = est.input_mean_.reshape(1, -1, 1, 1)
+    std = est.input_std_.reshape(1, -1, 1, 1)
+    return predict(est.params_, est.spec_, ((X - mean) / std).astype(dtype))
+
+
+def make_fitted(
+    *,
+    classifier=True,
+    image_shape=(1, 6, 6),
+    n_filters=3,
+    kernel_size=3,
+    stride=1,
+    pad=1,
+    n_outputs=4,
+    dtype=np.float64,
+    seed=0,
+):
+    """A CNNClassifier/CNNRegressor fitted briefly on random images whose channels have
+    different means and scales (so the standardisation matters)."""
+    rng = np.random.default_rng(seed)
+    C, H, W = image_shape
+    N = 24
+    loc = rng.uniform(-1, 2, (1, C, 1, 1))
+    scale = rng.uniform(0.3, 3, (1, C, 1, 1))
+    X = loc + scale * rng.standard_normal((N, C, H, W))
+    settings = dict(
+        n_filters=n_filters,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=pad,
+        max_iter=3,
+        learning_rate_init=0.01,
+        dtype=dtype,
+        random_state=seed,
+    )
+    if classifier:
+        labels = (np.arange(n_outputs) * 3 + 1)[rng.permutation(N) % n_outputs]
+        return tinycnn.CNNClassifier(**settings).fit(X, labels)
+    y = rng.standard_normal((N, n_outputs)) if n_outputs > 1 else rng.standard_normal(N)
+    return tinycnn.CNNRegressor(**settings).fit(X, y)
+
+
+def images(est, n, seed=1):
+    """Raw float32 images ``(n, C, H, W)`` around the model's input statistics."""
+    rng = np.random.default_rng(seed)
+    spec = est.spec_
+    return rng.normal(0.5, 1.0, (n, spec.in_channels, spec.height, spec.width)).astype(np.float32)
+
+
+def assert_close_rel(actual, expected, rtol=1e-5):
+    expected = np.asarray(expected, dtype=np.float64)
+    floor = rtol * float(np.abs(expected).max())
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), expected, rtol, floor)
+
+
+def run_torch(module, X):
+    with torch.no_grad():
+        return module(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))).numpy()
+
+
+geometries = st.fixed_dictionaries(
+    {
+        "channels": st.integers(1, 3),
+        "height": st.integers(3, 9),
+        "width": st.integers(3, 9),
+        "kernel_size": st.integers(1, 4),
+        "stride": st.integers(1, 3),
+        "pad": st.integers(0, 2),
+        "n_filters": st.integers(1, 4),
+        "n_outputs": st.integers(1, 3),
+        "classifier": st.booleans(),
+        "dtype": st.sampled_from([np.float64, np.float32]),
+        "seed": st.integers(0, 2**16),
+    }
+).filter(lambda g: g["kernel_size"] <= min(g["height"], g["width"]) + 2 * g["pad"])
+
+
+def fitted_from(g):
+    return make_fitted(
+        classifier=g["classifier"],
+        image_shape=(g["channels"], g["height"], g["width"]),
+        n_filters=g["n_filters"],
+        kernel_size=g["kernel_size"],
+        stride=g["stride"],
+        pad=g["pad"],
+        n_outputs=max(g["n_outputs"], 2) if g["classifier"] else g["n_outputs"],
+        dtype=g["dtype"],
+        seed=g["seed"],
+    )
+
+
+# --- to_torch ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(geometries)
+def test_to_torch_matches_tinycnn_for_any_geometry_and_dtype(g):
+    est = fitted_from(g)
+    X = images(est, 5, seed=g["seed"])
+    module = export.to_torch(est)
+    out = run_torch(module, X)
+    assert out.dtype == np.float32
+    assert_close_rel(out, reference_outputs(est, X))
+    if g["classifier"]:
+        np.testing.assert_array_equal(est.classes_[out.argmax(axis=1)], est.predict(X))
+        probabilities = torch.softmax(torch.from_numpy(out).double(), dim=1).numpy()
+        assert_close_rel(probabilities, est.predict_proba(X))
+    else:
+        assert_close_rel(out.reshape(est.predict(X).shape), est.predict(X))
+
+
+def test_to_torch_is_float32_and_has_the_contract_layers():
+    est = make_fitted(image_shape=(2, 7, 5), n_filters=4, kernel_size=3, stride=2, pad=1)
+    module = export.to_torch(est)
+    assert {p.dtype for p in module.parameters()} == {torch.float32}
+    assert {b.dtype for b in module.buffers()} == {torch.float32}
+    assert isinstance(module.conv, torch.nn.Conv2d)
+    assert (module.conv.stride, module.conv.padding) == ((2, 2), (1, 1))
+    assert isinstance(module.fc, torch.nn.Linear)
+    W_fc = est.params_.W_fc.astype(np.float32)
+    np.testing.assert_array_equal(module.fc.weight.detach().numpy(), W_fc.T)
+    std = est.input_std_.astype(np.float32)
+    np.testing.assert_array_equal(module.input_std.numpy(), std.reshape(1, 2, 1, 1))
+
+
+def test_to_torch_in_float64_is_tinycnn_exactly():
+    """Out of float32 rounding's way, the module is the same function, not a close one: in
+    float64 it equals tinycnn's forward with the same (float32-rounded) weights to 1e-12."""
+    est = make_fitted(image_shape=(3, 8, 7), n_filters=4, kernel_size=3, stride=2, pad=2)
+    X = images(est, 6).astype(np.float64)
+    module = export.to_torch(est).double()
+    with torch.no_grad():
+        out = module(torch.from_numpy(X)).numpy()
+
+    def rounded(a):
+        return np.asarray(a).astype(np.float32).astype(np.float64)
+
+    same_weights = SimpleNamespace(
+        spec_=est.spec_,
+        params_=ConvNetParams(*(rounded(p) for p in est.params_)),
+        input_mean_=rounded(est.input_mean_),
+        input_std_=rounded(est.input_std_),
+    )
+    np.testing.assert_allclose(out, reference_outputs(same_weights, X), rtol=1e-12, atol=1e-12)
+
+
+def test_to_torch_regressor_multi_output():
+    est = make_fitted(classifier=False, n_outputs=3, stride=2, pad=0)
+    X = images(est, 9)
+    assert_close_rel(run_torch(export.to_torch(est), X), est.predict(X))
+
+
+def test_to_torch_module_pickles(tmp_path):
+    """torch.save(module) and multiprocessing spawn both pickle the module."""
+    est = make_fitted()
+    module = export.to_torch(est)
+    torch.save(module, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+    X = images(est, 3)
+    np.testing.assert_array_equal(run_torch(loaded, X), run_torch(module, X))
+
+
+def test_to_torch_refuses_an_unfitted_estimator():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match=r"est must be a fitted tinycnn estimator.*params_"):
+        tinycnn.CNNClassifier().to_torch()
+    with pytest.raises(ValueError, match=r"est must be a fitted tinycnn estimator.*params_"):
+        export.to_torch(SimpleNamespace(spec_=None))
+
+
+# --- to_onnx ----------------------------------------------------------------------------------
+
+
+def onnx_session(path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        dict(image_shape=(1, 8, 8), kernel_size=3, stride=1, pad=1),
+        dict(image_shape=(3, 9, 7), kernel_size=4, stride=2, pad=2),
+        dict(image_shape=(2, 5, 6), kernel_size=2, stride=3, pad=0),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("classifier", [True, False])
+def test_to_onnx_runs_in_onnxruntime_like_tinycnn(tmp_path, geometry, dtype, classifier):
+    est = make_fitted(classifier=classifier, n_outputs=3, dtype=dtype, **geometry)
+    path = tmp_path / "model.onnx"
+    est.to_onnx(path)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    session = onnx_session(path)
+    output_name = "logits" if classifier else "outputs"
+    assert [o.name for o in session.get_outputs()] == [output_name]
+    for batch in (1, 7):
+        X = images(est, batch, seed=batch + 10)
+        (out,) = session.run(None, {"x": X})
+        assert out.shape == (batch, 3) and out.dtype == np.float32
+        assert_close_rel(out, reference_outputs(est, X))
+        if classifier:
+            np.testing.assert_array_equal(est.classes_[out.argmax(axis=1)], est.predict(X))
+        else:
+            assert_close_rel(out, est.predict(X))
+
+
+def test_to_onnx_input_is_x_with_a_dynamic_batch_axis(tmp_path):
+    est = make_fitted(image_shape=(2, 7, 5), n_outputs=4)
+    export.to_onnx(est, tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    (graph_input,) = model.graph.input
+    assert graph_input.name == "x"
+    tensor_type = graph_input.type.tensor_type
+    assert tensor_type.elem_type == onnx.TensorProto.FLOAT
+    batch, *image = tensor_type.shape.dim
+    assert batch.dim_param == "batch" and not batch.HasField("dim_value")
+    assert [d.dim_value for d in image] == [2, 7, 5]
+    (graph_output,) = model.graph.output
+    assert graph_output.type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert [op.domain or "" for op in model.opset_import] == [""]
+    assert model.opset_import[0].version == export.ONNX_OPSET
+    ops = [node.op_type for node in model.graph.node]
+    assert ops == ["Sub", "Div", "Conv", "Relu", "Flatten", "Gemm"]
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["classes"] == "[1, 4, 7, 10]"
+
+
+def test_to_onnx_replaces_a_file_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"old model")
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        export.to_onnx(make_fitted(), path)
+    assert path.read_bytes() == b"old model"
+    assert os.listdir(tmp_path) == ["m.onnx"]  # no temporary file left behind
+    monkeypatch.undo()
+
+    export.to_onnx(make_fitted(), path)
+    onnx.checker.check_model(onnx.load(str(path)))
+    assert os.listdir(tmp_path) == ["m.onnx"]
+
+
+def test_to_onnx_refuses_a_path_that_is_not_one(tmp_path):
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike, got int"):
+        export.to_onnx(make_fitted(), 3)
+
+
+# --- from_torch -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("classifier", [True, False])
+def test_round_trip_through_torch_keeps_torchs_predictions(dtype, classifier):
+    like = make_fitted(
+        classifier=classifier, image_shape=(2, 7, 6), stride=2, pad=1, n_outputs=3, dtype=dtype
+    )
+    before = ConvNetParams(*(p.copy() for p in like.params_))
+    module = export.to_torch(like)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a stand-in for further training in PyTorch
+        for tensor in [*module.parameters(), *module.buffers()]:
+            tensor.add_(0.1 * torch.randn(tensor.shape, generator=generator)).abs_()
+    est = export.from_torch(module, like=like)
+
+    assert type(est) is type(like) and est is not like
+    assert est.spec_ == like.spec_ and est.params_.kernel.dtype == dtype
+    assert all(p.shape == q.shape for p, q in zip(est.params_, like.params_))
+    X = images(like, 8)
+    torch_out = run_torch(module, X)
+    assert_close_rel(reference_outputs(est, X), torch_out)
+    if classifier:
+        np.testing.assert_array_equal(est.predict(X), like.classes_[torch_out.argmax(axis=1)])
+        np.testing.assert_array_equal(est.classes_, like.classes_)
+    else:
+        assert_close_rel(est.predict(X), torch_out)
+    # like is untouched
+    for p, q in zip(like.params_, before):
+        np.testing.assert_array_equal(p, q)
+    assert not np.allclose(reference_outputs(est, X), reference_outputs(like, X), rtol=1e-3)
+
+
+def test_from_torch_gives_what_loading_a_model_file_of_those_weights_gives(tmp_path):
+    """The estimator that comes back is a complete fitted estimator: it saves and loads, and it
+    carries no training state of the weights before PyTorch (a partial_fit after it starts a
+    fresh optimizer, exactly as after tinycnn.load)."""
+    like = make_fitted(image_shape=(2, 6, 5), n_outputs=3)
+    module = like.to_torch()
+    with torch.no_grad():
+        module.fc.weight.mul_(1.5)
+        module.conv.bias.add_(0.2)
+    est = tinycnn.from_torch(module, like=like)
+    assert tinycnn.from_torch is export.from_torch
+    est.save(tmp_path / "back.npz")
+    loaded = tinycnn.load(tmp_path / "back.npz")
+    X = images(like, 10)
+    np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+
+    rng = np.random.default_rng(5)
+    X_more = rng.standard_normal((12, 2, 6, 5))
+    y_more = like.classes_[np.arange(12) % 3]
+    est.partial_fit(X_more, y_more)
+    loaded.partial_fit(X_more, y_more)
+    for p, q in zip(est.params_, loaded.params_):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_from_torch_of_an_unchanged_export_is_the_estimator_to_float32_rounding():
+    like = make_fitted(dtype=np.float32)
+    est = export.from_torch(export.to_torch(like), like=like)
+    for p, q in zip(est.params_, like.params_):
+        np.testing.assert_array_equal(p, q)  # float32 in, float32 out: exact
+    np.testing.assert_allclose(est.input_mean_, like.input_mean_, rtol=1e-7)
+    assert est.input_mean_.dtype == np.float64 and est.input_mean_.shape == (1,)
+
+
+def test_from_torch_unwraps_a_module_held_in_dot_module():
+    """DistributedDataParallel and DataParallel keep the trained module in ``.module``."""
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    like = make_fitted()
+    module = export.to_torch(like)
+    with torch.no_grad():
+        module.fc.bias.add_(1.0)
+    est = export.from_torch(Wrapper(module), like=like)
+    np.testing.assert_allclose(est.params_.b_fc, like.params_.b_fc + 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "other, message",
+    [
+        (dict(n_filters=5), r"conv\.weight shape is \(5, 1, 3, 3\), expected \(3, 1, 3, 3\)"),
+        (dict(pad=0), r"conv\.padding is \(0, 0\), expected \(1, 1\).*fc\.weight shape"),
+        (dict(stride=2), r"conv\.stride is \(2, 2\), expected \(1, 1\)"),
+        (dict(n_outputs=5), r"fc\.weight shape is \(5, 108\), expected \(4, 108\)"),
+        (dict(image_shape=(2, 6, 6)), r"input_mean shape is \(1, 2, 1, 1\), expected"),
+        (dict(image_shape=(1, 9, 4)), r"image_shape is \(1, 9, 4\), expected \(1, 6, 6\)"),
+    ],
+)
+def test_from_torch_refuses_a_module_of_another_shape(other, message):
+    like = make_fitted()
+    module = export.to_torch(make_fitted(**other))
+    with pytest.raises(ValueError, match=r"module does not match like's network .*" + message):
+        export.from_torch(module, like=like)
+
+
+def test_from_torch_refuses_changed_layers():
+    like = make_fitted()
+    module = export.to_torch(like)
+    module.relu = torch.nn.Sigmoid()
+    module.conv = torch.nn.Conv2d(1, 3, 3, padding=1, bias=False, dilation=1, groups=1)
+    with pytest.raises(ValueError, match=r"conv\.bias shape is None.*relu is a Sigmoid"):
+        export.from_torch(module, like=like)
+
+
+def test_from_torch_refuses_other_modules_and_non_finite_weights():
+    like = make_fitted()
+    with pytest.raises(TypeError, match="module must be the torch.nn.Module .* got Sequential"):
+        export.from_torch(torch.nn.Sequential(torch.nn.Linear(2, 2)), like=like)
+    with pytest.raises(TypeError, match="got ndarray"):
+        export.from_torch(np.zeros(3), like=like)
+    module = export.to_torch(like)
+    with torch.no_grad():
+        module.conv.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"module's conv\.weight must be finite"):
+        export.from_torch(module, like=like)
+    with pytest.raises(ValueError, match="like must be a fitted tinycnn estimator"):
+        export.from_torch(export.to_torch(like), like=SimpleNamespace())
+
+
+# --- optional extras --------------------------------------------------------------------------
+
+
+def test_a_missing_torch_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    est = make_fitted()
+    with pytest.raises(ImportError, match=r"pip install 'tinycnn\[torch\]'"):
+        export.to_torch(est)
+    with pytest.raises(ImportError, match=r"pip install 'tinycnn\[torch\]'"):
+        export.from_torch(object(), like=est)
+
+
+def test_a_missing_onnx_names_the_extra(monkeypatch, tmp_path):
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnx" or name.startswith("onnx."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    with pytest.raises(ImportError, match=r"pip install 'tinycnn\[onnx\]'"):
+        export.to_onnx(make_fitted(), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_importing_tinycnn_export_imports_neither_torch_nor_onnx():
+    code = (
+        "import sys, tinycnn, tinycnn.export; "
+        "loaded = sorted({'torch', 'onnx', 'onnxruntime'} & set(sys.modules)); "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
