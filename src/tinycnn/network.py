@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from .ops.conv import conv_output_size, unfold
 from .ops.losses import mse_loss, softmax_cross_entropy
+
+if TYPE_CHECKING:  # workspace.py imports this module
+    from .workspace import Workspace
 
 # Elements of unfolded windows per chunk: about 2 MB in float64, so that a chunk's windows and
 # activations stay in the L2/L3 cache between its forward and its backward.
@@ -178,7 +181,7 @@ def loss_and_grads(
     T: np.ndarray,
     loss: str = "mse",
     *,
-    workspace=None,
+    workspace: Workspace | None = None,
 ) -> tuple[float, ConvNetParams]:
     """The loss of ``params`` on ``X`` ``(N, C, H, W)`` with targets ``T`` ``(N, O)`` and its
     gradient with respect to every parameter (a :class:`ConvNetParams` of the same shapes).
