@@ -321,3 +321,14 @@ def test_the_naive_loop_trainer_is_the_seed_too():
     mine, state = run_seeded(naive.train_cnn, 11, X, y, 3, 0.05)
     assert_same_result(mine, expected, 1e-12)
     assert_same_random_state(state, expected_state)
+
+
+def test_train_cnn_refuses_weights_its_last_update_made_non_finite():
+    """The last forward pass's loss is finite, but the update after it overflows: the seed would
+    return infinite weights silently; train_cnn raises, naming the epoch."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4, 1, 5, 5)) * 100
+    y = rng.standard_normal(4) * 1e10
+    np.random.seed(0)
+    with pytest.raises(tinycnn.DivergenceError, match="epoch 1: the last update made the weights"):
+        tinycnn.train_cnn(X, y, epochs=1, lr=1e306)

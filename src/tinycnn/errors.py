@@ -4,18 +4,21 @@ from __future__ import annotations
 
 
 class DivergenceError(FloatingPointError):
-    """Training produced a non-finite loss.
+    """Training produced a non-finite loss (or non-finite weights).
 
     Raised instead of returning NaN weights. ``epoch`` is the 1-based epoch whose forward pass gave
-    the non-finite loss; the parameters are left as they were before that epoch's update.
+    the non-finite loss (or whose update made the weights non-finite); ``reason`` says which.
     """
 
-    def __init__(self, epoch: int, loss: float, lr: float | None = None) -> None:
+    def __init__(
+        self, epoch: int, loss: float, lr: float | None = None, reason: str | None = None
+    ) -> None:
         self.epoch = int(epoch)
         self.loss = float(loss)
         hint = f"lr={lr!r}" if lr is not None else "the learning rate"
+        reason = reason if reason is not None else f"the loss became {self.loss!r}"
         super().__init__(
-            f"training diverged at epoch {self.epoch}: the loss became {self.loss!r}; "
+            f"training diverged at epoch {self.epoch}: {reason}; "
             f"try a smaller learning rate than {hint} or scale the input data"
         )
 

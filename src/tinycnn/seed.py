@@ -19,9 +19,10 @@ from ._validation import (
     check_positive_float,
     check_real_array,
 )
+from .errors import DivergenceError
 from .network import ConvNetParams, ConvNetSpec, init_params_seed, predict
 from .optim import SGD
-from .training import train
+from .training import all_finite, train
 
 
 def _targets(y: Any, n: int, dtype) -> np.ndarray:
@@ -78,6 +79,12 @@ def train_cnn(
     spec = ConvNetSpec(C, H, W, n_filters, kernel_size, stride, pad, T.shape[1])
     params = init_params_seed(spec, dt)
     history = train(params, spec, X, T, SGD(lr), epochs, loss="mse")
+    if not all_finite(params):
+        # The loss of the last forward pass was finite, but its update overflowed: the seed would
+        # return these weights silently; we refuse to.
+        raise DivergenceError(
+            epochs, history.loss_curve[-1], lr, reason="the last update made the weights non-finite"
+        )
     return (*params, history.loss_curve[-1])
 
 
