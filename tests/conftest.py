@@ -118,3 +118,31 @@ def check_op(
                 numeric = numerical_gradient(scalar, x)
                 assert_close(g, numeric, fd_tol, f"gradient of input {i} vs finite differences")
     return out, grads
+
+
+def fill_disk_while_writing(monkeypatch, name_suffix: str = "") -> None:
+    """Make tinycnn's atomic writer fail like a full disk: the temporary file of any target whose
+    name ends with ``name_suffix`` takes half of what it is given, then ``OSError("disk full")``."""
+    import builtins
+
+    import tinycnn._files as files
+
+    class HalfWritten:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            self.handle.write(data[: len(data) // 2])
+            raise OSError("disk full")
+
+    def open_(file, mode="r", *args, **kwargs):
+        handle = builtins.open(file, mode, *args, **kwargs)
+        return HalfWritten(handle) if str(file).endswith(name_suffix) else handle
+
+    monkeypatch.setattr(files, "open", open_, raising=False)

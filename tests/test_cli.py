@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fill_disk_while_writing
 
 import tinycnn
 from tinycnn import cli, training_run
@@ -414,31 +415,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, capsy
         _stop_after(patch, 2)
         run_main(["train", *RESUME_ARGS, "--out", out], capsys)
     before = (out / "checkpoint.npz").read_bytes()
-    import builtins
-
-    import tinycnn._files as files
-
-    class HalfWritten:
-        """The checkpoint's temporary file takes half of what it is given, then the disk is full."""
-
-        def __init__(self, handle):
-            self.handle = handle
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-        def write(self, data):
-            self.handle.write(data[: len(data) // 2])
-            raise OSError("disk full")
-
-    def open_(file, mode="r", *args, **kwargs):
-        handle = builtins.open(file, mode, *args, **kwargs)
-        return HalfWritten(handle) if str(file).endswith("checkpoint.npz") else handle
-
-    monkeypatch.setattr(files, "open", open_, raising=False)
+    fill_disk_while_writing(monkeypatch, name_suffix="checkpoint.npz")
     code, _, err = run_main(["train", *RESUME_ARGS, "--out", out, "--resume"], capsys)
     assert_one_line_error(code, err, "disk full")
     assert (out / "checkpoint.npz").read_bytes() == before

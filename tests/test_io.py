@@ -13,6 +13,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import fill_disk_while_writing
 
 pytest.importorskip("sklearn")
 
@@ -151,30 +152,7 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(
         raise OSError("disk full")
 
     if failing == "write":
-        import builtins
-
-        import tinycnn._files as files
-
-        class Broken:
-            """A file that takes half of what it is given, then fails (a full disk)."""
-
-            def __init__(self, handle):
-                self.handle = handle
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.handle.close()
-
-            def write(self, data):
-                self.handle.write(data[: len(data) // 2])
-                raise OSError("disk full")
-
-        def broken_open(file, mode="r", *args, **kwargs):
-            return Broken(builtins.open(file, mode, *args, **kwargs))
-
-        monkeypatch.setattr(files, "open", broken_open, raising=False)
+        fill_disk_while_writing(monkeypatch)
     else:
         monkeypatch.setattr(os, failing, boom)
     other = quiet(CNNClassifier(n_filters=2, max_iter=1, random_state=5).fit, X, clf.predict(X))

@@ -137,6 +137,13 @@ def make_workspace(
 EpochCallback = Callable[[History, ConvNetParams], "bool | None"]
 
 
+def all_finite(params: ConvNetParams) -> bool:
+    """True when no parameter holds an infinity or NaN."""
+    return all(np.isfinite(p).all() for p in params)
+
+
+# Overflow on the way to divergence is reported as DivergenceError, not as NumPy warnings.
+@np.errstate(over="ignore", invalid="ignore")
 def train(
     params: ConvNetParams,
     spec: ConvNetSpec,
@@ -170,53 +177,6 @@ def train(
     from :func:`make_workspace` to keep it across calls (``X`` must then not change). An ``X``
     not of the parameters' dtype (against the contract) takes the plain path instead.
     """
-    # Overflow on the way to divergence is reported as DivergenceError, not as NumPy warnings.
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _train(
-            params,
-            spec,
-            X,
-            T,
-            optimizer,
-            epochs,
-            loss,
-            batch_size,
-            rng,
-            l2,
-            history,
-            validation_score,
-            n_iter_no_change,
-            tol,
-            restore_on_divergence,
-            callback,
-            workspace,
-        )
-
-
-def all_finite(params: ConvNetParams) -> bool:
-    """True when no parameter holds an infinity or NaN."""
-    return all(np.isfinite(p).all() for p in params)
-
-
-def _train(
-    params,
-    spec,
-    X,
-    T,
-    optimizer,
-    epochs,
-    loss,
-    batch_size,
-    rng,
-    l2,
-    history,
-    validation_score,
-    n_iter_no_change,
-    tol,
-    restore_on_divergence,
-    callback,
-    workspace,
-) -> History:
     history = history if history is not None else History()
     if workspace is None and epochs > 0 and X.dtype == params.W_fc.dtype:
         workspace = make_workspace(params, spec, X, batch_size)
