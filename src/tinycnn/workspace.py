@@ -129,6 +129,7 @@ class Workspace:
         # Gradients. Per call: the loss's gradient for every sample, the products with it
         # summed through BLAS once (db = ones @ dlogits); per chunk, [dkernel | dbias].T.
         self.dlogits = np.zeros((max_samples, O), dtype=dt)
+        self.shifted_targets = np.zeros((max_samples, O), dtype=dt)  # T - b_fc, for MSE
         self.ones = np.ones(max_samples, dtype=dt)
         self.kernel_parts = np.zeros((n_chunks, R, F), dtype=dt)
         self.grad_kernel_aug_t = np.zeros((R, F), dtype=dt)
@@ -219,6 +220,11 @@ class Workspace:
         np.copyto(W_pf[:, :O].reshape(P, F, O), params.W_fc.reshape(F, P, O).transpose(1, 0, 2))
         np.copyto(W_pf_t, W_pf[:, :O].T)
         kernel_aug_t, b_fc = self.kernel_aug.T, params.b_fc  # (R, F), (O,)
+        # MSE only sees logits + b_fc - T: subtracting b_fc from the targets once per call
+        # saves adding it to the logits chunk by chunk.
+        add_bias = loss != "mse"
+        if not add_bias:
+            T = np.subtract(T, b_fc, out=self.shifted_targets[:N])
         g_W_t, part_W_t = self.grad_W_pf_t, self.part_W_pf_t
 
         total = 0.0
@@ -231,7 +237,8 @@ class Workspace:
             np.matmul(cols.T, kernel_aug_t, out=act)  # conv + bias
             np.maximum(act, 0, out=act)  # ReLU, in place
             np.matmul(features, W_pf, out=v.logits_padded)  # the padding columns stay 0
-            np.add(logits, b_fc, out=logits)
+            if add_bias:
+                np.add(logits, b_fc, out=logits)
             dlogits = self.dlogits[start:stop]  # (m, O)
             total += loss_fn(logits, T[start:stop], N, out=dlogits)[0]
 
