@@ -125,6 +125,9 @@ class Workspace:
             H, W, pad = spec.height, spec.width, spec.pad
             self.padded = np.zeros((n, C, H + 2 * pad, W + 2 * pad), dtype=dt)
         self._views: dict[int, _ChunkViews] = {}
+        self._ones_size = 0  # the chunk size whose row of ones self.cols holds
+        # Per number of samples: each chunk's (start, stop, views, kept windows or None).
+        self._plans: dict[int, list[tuple[int, int, _ChunkViews, np.ndarray | None]]] = {}
 
         # Gradients. Per call: the loss's gradient for every sample, the products with it
         # summed through BLAS once (db = ones @ dlogits); per chunk, [dkernel | dbias].T.
@@ -162,12 +165,11 @@ class Workspace:
                 self.n_cached = n_cached
 
     def _chunk_views(self, m: int) -> _ChunkViews:
-        """The buffers cut to ``m`` samples (kept until another size is asked for)."""
+        """The buffers cut to ``m`` samples (made once per size)."""
         views = self._views.get(m)
         if views is None:
             P, R, F = self.P, self.R, self.spec.n_filters
             cols = self.cols[: R * m * P].reshape(R, m * P)
-            cols[R - 1] = 1  # where a chunk of this size has its row of ones
             act = self.act[: m * P * F].reshape(m * P, F)
             logits = self.logits[: m * self.O_pad].reshape(m, self.O_pad)
             views = _ChunkViews(
@@ -179,9 +181,9 @@ class Workspace:
                 logits,
                 logits[:, : self.spec.n_outputs],
             )
-            # Sizes in use: the chunk and one shorter last chunk. A shorter chunk's row of
-            # ones lies inside a full chunk's windows: each size must set it again when used.
-            self._views = {m: views}
+            if len(self._views) > 2:  # sizes in use: the chunk and a shorter last chunk
+                self._views.clear()
+            self._views[m] = views
         return views
 
     def _chunk_cols(self, X: np.ndarray, start: int, views: _ChunkViews) -> np.ndarray:
@@ -195,7 +197,30 @@ class Workspace:
             views.padded[:, :, pad:-pad, pad:-pad] = x
             x = views.padded
         unfold(x, self.spec.kernel_size, self.spec.stride, 0, out=views.cols[: self.R - 1])
+        if self._ones_size != m:
+            # Where a chunk of this size has its row of ones: a shorter chunk's lies inside a
+            # full chunk's windows, so it is set again whenever the size changes.
+            views.cols[self.R - 1] = 1
+            self._ones_size = m
         return views.cols
+
+    def _plan(self, N: int) -> list[tuple[int, int, _ChunkViews, np.ndarray | None]]:
+        """Each chunk of ``N`` samples: ``(start, stop, views, kept)``, ``kept`` its windows
+        made once (of ``fixed_inputs``) or None; made once per ``N`` (views cost microseconds,
+        a chunk of M about a hundred)."""
+        plan = self._plans.get(N)
+        if plan is None:
+            plan = []
+            for start in range(0, N, self.chunk):
+                stop = min(start + self.chunk, N)
+                kept = None
+                if stop <= self.n_cached:
+                    kept = self.cached_cols[:, start * self.P : stop * self.P]
+                plan.append((start, stop, self._chunk_views(stop - start), kept))
+            if len(self._plans) > 2:  # N in use: the batch size and a shorter last batch
+                self._plans.clear()
+            self._plans[N] = plan
+        return plan
 
     def loss_and_grads(
         self, params: ConvNetParams, X: np.ndarray, T: np.ndarray, loss: str = "mse"
@@ -228,11 +253,9 @@ class Workspace:
         g_W_t, part_W_t = self.grad_W_pf_t, self.part_W_pf_t
 
         total = 0.0
-        n = self.chunk
-        for i, start in enumerate(range(0, N, n)):
-            stop = min(start + n, N)
-            v = self._chunk_views(stop - start)
-            cols = self._chunk_cols(X, start, v)  # (R, m*P)
+        fixed = X is self.fixed_inputs
+        for i, (start, stop, v, kept) in enumerate(self._plan(N)):
+            cols = kept if fixed and kept is not None else self._chunk_cols(X, start, v)  # (R, m*P)
             act, features, logits = v.act, v.features, v.logits
             np.matmul(cols.T, kernel_aug_t, out=act)  # conv + bias
             np.maximum(act, 0, out=act)  # ReLU, in place
