@@ -259,6 +259,7 @@ class Workspace:
             act, features, logits = v.act, v.features, v.logits
             np.matmul(cols.T, kernel_aug_t, out=act)  # conv + bias
             np.maximum(act, 0, out=act)  # ReLU, in place
+            np.greater(act, 0, out=v.mask)  # its derivative, while the activations are in cache
             np.matmul(features, W_pf, out=v.logits_padded)  # the padding columns stay 0
             if add_bias:
                 np.add(logits, b_fc, out=logits)
@@ -268,8 +269,7 @@ class Workspace:
             np.matmul(dlogits.T, features, out=part_W_t if i else g_W_t)  # dW.T (O, P*F)
             if i:
                 g_W_t += part_W_t
-            np.greater(act, 0, out=v.mask)  # the last use of the activations:
-            np.matmul(dlogits, W_pf_t, out=features)  # their buffer now receives their gradient
+            np.matmul(dlogits, W_pf_t, out=features)  # the activations' buffer gets their gradient
             np.multiply(act, v.mask, out=act)  # ReLU backward: act now holds dz (m*P, F)
             # [dkernel | dbias].T = [cols; 1] @ dz: the bias gradient comes from the ones row
             np.matmul(cols, act, out=self.kernel_parts[i])
