@@ -125,10 +125,14 @@ class Workspace:
             H, W, pad = spec.height, spec.width, spec.pad
             self.padded = np.zeros((n, C, H + 2 * pad, W + 2 * pad), dtype=dt)
         self._views: dict[int, _ChunkViews] = {}
+        self._ones_size = 0  # the chunk size whose row of ones self.cols holds
+        # Per number of samples: each chunk's (start, stop, views, kept windows or None).
+        self._plans: dict[int, list[tuple[int, int, _ChunkViews, np.ndarray | None]]] = {}
 
         # Gradients. Per call: the loss's gradient for every sample, the products with it
         # summed through BLAS once (db = ones @ dlogits); per chunk, [dkernel | dbias].T.
         self.dlogits = np.zeros((max_samples, O), dtype=dt)
+        self.shifted_targets = np.zeros((max_samples, O), dtype=dt)  # T - b_fc, for MSE
         self.ones = np.ones(max_samples, dtype=dt)
         self.kernel_parts = np.zeros((n_chunks, R, F), dtype=dt)
         self.grad_kernel_aug_t = np.zeros((R, F), dtype=dt)
@@ -161,12 +165,11 @@ class Workspace:
                 self.n_cached = n_cached
 
     def _chunk_views(self, m: int) -> _ChunkViews:
-        """The buffers cut to ``m`` samples (kept until another size is asked for)."""
+        """The buffers cut to ``m`` samples (made once per size)."""
         views = self._views.get(m)
         if views is None:
             P, R, F = self.P, self.R, self.spec.n_filters
             cols = self.cols[: R * m * P].reshape(R, m * P)
-            cols[R - 1] = 1  # where a chunk of this size has its row of ones
             act = self.act[: m * P * F].reshape(m * P, F)
             logits = self.logits[: m * self.O_pad].reshape(m, self.O_pad)
             views = _ChunkViews(
@@ -178,9 +181,9 @@ class Workspace:
                 logits,
                 logits[:, : self.spec.n_outputs],
             )
-            # Sizes in use: the chunk and one shorter last chunk. A shorter chunk's row of
-            # ones lies inside a full chunk's windows: each size must set it again when used.
-            self._views = {m: views}
+            if len(self._views) > 2:  # sizes in use: the chunk and a shorter last chunk
+                self._views.clear()
+            self._views[m] = views
         return views
 
     def _chunk_cols(self, X: np.ndarray, start: int, views: _ChunkViews) -> np.ndarray:
@@ -194,7 +197,30 @@ class Workspace:
             views.padded[:, :, pad:-pad, pad:-pad] = x
             x = views.padded
         unfold(x, self.spec.kernel_size, self.spec.stride, 0, out=views.cols[: self.R - 1])
+        if self._ones_size != m:
+            # Where a chunk of this size has its row of ones: a shorter chunk's lies inside a
+            # full chunk's windows, so it is set again whenever the size changes.
+            views.cols[self.R - 1] = 1
+            self._ones_size = m
         return views.cols
+
+    def _plan(self, N: int) -> list[tuple[int, int, _ChunkViews, np.ndarray | None]]:
+        """Each chunk of ``N`` samples: ``(start, stop, views, kept)``, ``kept`` its windows
+        made once (of ``fixed_inputs``) or None; made once per ``N`` (views cost microseconds,
+        a chunk of M about a hundred)."""
+        plan = self._plans.get(N)
+        if plan is None:
+            plan = []
+            for start in range(0, N, self.chunk):
+                stop = min(start + self.chunk, N)
+                kept = None
+                if stop <= self.n_cached:
+                    kept = self.cached_cols[:, start * self.P : stop * self.P]
+                plan.append((start, stop, self._chunk_views(stop - start), kept))
+            if len(self._plans) > 2:  # N in use: the batch size and a shorter last batch
+                self._plans.clear()
+            self._plans[N] = plan
+        return plan
 
     def loss_and_grads(
         self, params: ConvNetParams, X: np.ndarray, T: np.ndarray, loss: str = "mse"
@@ -219,27 +245,31 @@ class Workspace:
         np.copyto(W_pf[:, :O].reshape(P, F, O), params.W_fc.reshape(F, P, O).transpose(1, 0, 2))
         np.copyto(W_pf_t, W_pf[:, :O].T)
         kernel_aug_t, b_fc = self.kernel_aug.T, params.b_fc  # (R, F), (O,)
+        # MSE only sees logits + b_fc - T: subtracting b_fc from the targets once per call
+        # saves adding it to the logits chunk by chunk.
+        add_bias = loss != "mse"
+        if not add_bias:
+            T = np.subtract(T, b_fc, out=self.shifted_targets[:N])
         g_W_t, part_W_t = self.grad_W_pf_t, self.part_W_pf_t
 
         total = 0.0
-        n = self.chunk
-        for i, start in enumerate(range(0, N, n)):
-            stop = min(start + n, N)
-            v = self._chunk_views(stop - start)
-            cols = self._chunk_cols(X, start, v)  # (R, m*P)
+        fixed = X is self.fixed_inputs
+        for i, (start, stop, v, kept) in enumerate(self._plan(N)):
+            cols = kept if fixed and kept is not None else self._chunk_cols(X, start, v)  # (R, m*P)
             act, features, logits = v.act, v.features, v.logits
             np.matmul(cols.T, kernel_aug_t, out=act)  # conv + bias
             np.maximum(act, 0, out=act)  # ReLU, in place
+            np.greater(act, 0, out=v.mask)  # its derivative, while the activations are in cache
             np.matmul(features, W_pf, out=v.logits_padded)  # the padding columns stay 0
-            np.add(logits, b_fc, out=logits)
+            if add_bias:
+                np.add(logits, b_fc, out=logits)
             dlogits = self.dlogits[start:stop]  # (m, O)
             total += loss_fn(logits, T[start:stop], N, out=dlogits)[0]
 
             np.matmul(dlogits.T, features, out=part_W_t if i else g_W_t)  # dW.T (O, P*F)
             if i:
                 g_W_t += part_W_t
-            np.greater(act, 0, out=v.mask)  # the last use of the activations:
-            np.matmul(dlogits, W_pf_t, out=features)  # their buffer now receives their gradient
+            np.matmul(dlogits, W_pf_t, out=features)  # the activations' buffer gets their gradient
             np.multiply(act, v.mask, out=act)  # ReLU backward: act now holds dz (m*P, F)
             # [dkernel | dbias].T = [cols; 1] @ dz: the bias gradient comes from the ones row
             np.matmul(cols, act, out=self.kernel_parts[i])
