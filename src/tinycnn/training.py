@@ -100,26 +100,29 @@ def run_epoch(
     without changing the results beyond the order of floating-point sums.
     """
     N = X.shape[0]
+    args = (params, spec, optimizer, epoch, loss, l2, workspace)
     if batch_size is None or batch_size >= N:
-        value, grads = loss_and_grads(params, spec, X, T, loss, workspace=workspace)
-        if l2:
-            value += _add_l2(params, grads, l2, N)
-        if not math.isfinite(value):
-            raise DivergenceError(epoch, value, optimizer.lr)
-        optimizer.step(params, grads)
-        return value
+        return _step(X, T, *args)
     order = rng.permutation(N) if rng is not None else np.arange(N)
     total = 0.0
     for start in range(0, N, batch_size):
         idx = order[start : start + batch_size]
-        value, grads = loss_and_grads(params, spec, X[idx], T[idx], loss, workspace=workspace)
-        if l2:
-            value += _add_l2(params, grads, l2, len(idx))
-        if not math.isfinite(value):
-            raise DivergenceError(epoch, value, optimizer.lr)
-        optimizer.step(params, grads)
-        total += value * len(idx)
+        total += _step(X[idx], T[idx], *args) * len(idx)
     return total / N
+
+
+def _step(X, T, params, spec, optimizer, epoch, loss, l2, workspace) -> float:
+    """One update on the batch ``X``/``T``; returns its loss, measured before the update.
+
+    A non-finite loss raises :class:`DivergenceError` before the update is applied.
+    """
+    value, grads = loss_and_grads(params, spec, X, T, loss, workspace=workspace)
+    if l2:
+        value += _add_l2(params, grads, l2, X.shape[0])
+    if not math.isfinite(value):
+        raise DivergenceError(epoch, value, optimizer.lr)
+    optimizer.step(params, grads)
+    return value
 
 
 def make_workspace(
