@@ -3,8 +3,6 @@ finite differences; chunking never changes the result; predict; initialisation."
 
 from __future__ import annotations
 
-from unittest import mock
-
 import numpy as np
 import pytest
 import torch
@@ -23,6 +21,7 @@ from tinycnn.network import (
     loss_and_grads,
     predict,
 )
+from tinycnn.workspace import Workspace
 
 
 @st.composite
@@ -104,28 +103,52 @@ def test_network_gradients_with_stride_pad_several_filters_and_outputs(loss):
 
 
 @settings(max_examples=30)
-@given(problems(max_n=9), st.integers(1, 400))
-def test_chunked_result_equals_single_chunk_result(problem, chunk_elements):
+@given(problems(max_n=9), st.integers(1, 9))
+def test_chunked_result_equals_single_chunk_result(problem, chunk):
     spec, params, X, T, loss = problem
-    with mock.patch.object(network, "CHUNK_ELEMENTS", 1 << 40):
-        assert spec.chunk_size() >= X.shape[0]
-        whole_loss, whole_grads = loss_and_grads(params, spec, X, T, loss)
-        whole_pred = predict(params, spec, X)
-    with mock.patch.object(network, "CHUNK_ELEMENTS", chunk_elements):
-        chunked_loss, chunked_grads = loss_and_grads(params, spec, X, T, loss)
-        chunked_pred = predict(params, spec, X)
+    N = X.shape[0]
+    whole_loss, whole_grads = loss_and_grads(params, spec, X, T, loss, chunk_size=N)
+    whole_pred = predict(params, spec, X, chunk_size=N)
+    chunked_loss, chunked_grads = loss_and_grads(params, spec, X, T, loss, chunk_size=chunk)
+    chunked_pred = predict(params, spec, X, chunk_size=chunk)
     assert_close(chunked_loss, whole_loss, 1e-12, "loss")
     for name, g, w in zip(ConvNetParams._fields, chunked_grads, whole_grads):
         assert_close(g, w, 1e-12, f"gradient of {name}")
     assert_close(chunked_pred, whole_pred, 1e-12, "predictions")
 
 
-def test_tiny_chunks_really_split_the_batch(monkeypatch):
+def test_chunks_really_split_the_batch(monkeypatch):
+    """A chunk boundary inside the batch: the plain path runs forward once per chunk."""
     spec = ConvNetSpec(1, 5, 5, 2, 3, 1, 0, 2)
-    monkeypatch.setattr(network, "CHUNK_ELEMENTS", 1)
-    assert spec.chunk_size() == 1
-    monkeypatch.setattr(network, "CHUNK_ELEMENTS", 9 * 9 * 3)  # C*k*k*P = 81 per sample
-    assert spec.chunk_size() == 3
+    params = init_params_he(spec, np.random.default_rng(0))
+    X = np.random.default_rng(1).random((7, 1, 5, 5))
+    calls = []
+    real = network.forward_chunk
+    monkeypatch.setattr(
+        network, "forward_chunk", lambda p, s, x: calls.append(len(x)) or real(p, s, x)
+    )
+    predict(params, spec, X, chunk_size=3)
+    loss_and_grads(params, spec, X, np.zeros((7, 2)), chunk_size=3)
+    assert calls == [3, 3, 1, 3, 3, 1]
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        # 2^17 numbers of windows, ones and activations: (9 + 1 + 8) * 36 = 648 per digit
+        (ConvNetSpec(1, 8, 8, 8, 3, 1, 0, 10), (1 << 17) // 648),
+        # (25 + 1 + 16) * 576 per MNIST image: fewer than 64 fit, so 64 (the floor)
+        (ConvNetSpec(1, 28, 28, 16, 5, 1, 0, 10), 64),
+        # (9 + 1 + 8) * 998**2 per image: 64 of them would exceed 2^23 numbers, so 1
+        (ConvNetSpec(1, 1000, 1000, 8, 3, 1, 0, 2), 1),
+        # (9 + 1 + 8) * 398**2 per image: 2^23 // that = 2 samples
+        (ConvNetSpec(1, 400, 400, 8, 3, 1, 0, 2), (1 << 23) // (18 * 398**2)),
+    ],
+)
+def test_chunk_size_policy(spec, expected):
+    assert spec.chunk_size() == expected >= 1
+    ws_chunk = Workspace(spec, np.float32, 10_000).chunk if spec.height < 100 else None
+    assert ws_chunk in (None, expected)  # the workspace follows the same policy
 
 
 def manual_forward(params, spec, X):

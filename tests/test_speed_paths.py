@@ -21,7 +21,7 @@ from tinycnn import naive
 from tinycnn.network import ConvNetParams, ConvNetSpec, init_params_he, loss_and_grads
 from tinycnn.optim import SGD
 from tinycnn.training import make_workspace, run_epoch, train
-from tinycnn.workspace import Workspace, chunk_samples
+from tinycnn.workspace import Workspace
 
 LOSSES = ("mse", "cross_entropy")
 
@@ -271,9 +271,9 @@ def test_same_inputs_give_bit_identical_training():
 
 def test_chunks_are_a_fixed_function_of_the_shapes():
     spec = ConvNetSpec(1, 28, 28, 16, 5, 1, 0, 10)
-    assert chunk_samples(spec) == chunk_samples(spec) >= 1
+    assert spec.chunk_size() == spec.chunk_size() >= 1
     ws = Workspace(spec, np.float32, 10_000)
-    assert ws.chunk == chunk_samples(spec)
+    assert ws.chunk == spec.chunk_size()
     assert Workspace(spec, np.float32, 5).chunk == min(5, ws.chunk)
 
 

@@ -26,9 +26,16 @@ from .ops.losses import mse_loss, softmax_cross_entropy
 if TYPE_CHECKING:  # workspace.py imports this module
     from .workspace import Workspace
 
-# Elements of unfolded windows per chunk: about 2 MB in float64, so that a chunk's windows and
-# activations stay in the L2/L3 cache between its forward and its backward.
-CHUNK_ELEMENTS = 1 << 18
+# How many samples a chunk holds: one policy for the plain path here and for the workspace.
+# As many as fit this many numbers of windows (plus a row of ones) and activations, so that a
+# chunk's intermediates stay in cache between its forward and its backward pass...
+CHUNK_ELEMENTS = 1 << 17
+# ...but at least this many: the dense layer's products read all of W_fc once per chunk, which
+# only pays off over enough rows...
+MIN_CHUNK_SAMPLES = 64
+# ...unless that many samples of very large images would take more than this many numbers: then
+# as many as fit, and at least one.
+MAX_CHUNK_ELEMENTS = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -68,9 +75,14 @@ class ConvNetSpec:
         }
 
     def chunk_size(self) -> int:
-        """Samples per chunk: a fixed function of the shapes (reproducible results)."""
-        per_sample = self.in_channels * self.kernel_size**2 * self.out_h * self.out_w
-        return max(1, CHUNK_ELEMENTS // max(per_sample, 1))
+        """Samples per chunk: a fixed function of the shapes, never of timings, so that results
+        are reproducible (see :data:`CHUNK_ELEMENTS`)."""
+        P = self.out_h * self.out_w
+        per_sample = max(1, (self.in_channels * self.kernel_size**2 + 1 + self.n_filters) * P)
+        n = CHUNK_ELEMENTS // per_sample
+        if n >= MIN_CHUNK_SAMPLES:
+            return n
+        return max(1, min(MIN_CHUNK_SAMPLES, MAX_CHUNK_ELEMENTS // per_sample))
 
 
 class ConvNetParams(NamedTuple):
@@ -182,6 +194,7 @@ def loss_and_grads(
     loss: str = "mse",
     *,
     workspace: Workspace | None = None,
+    chunk_size: int | None = None,
 ) -> tuple[float, ConvNetParams]:
     """The loss of ``params`` on ``X`` ``(N, C, H, W)`` with targets ``T`` ``(N, O)`` and its
     gradient with respect to every parameter (a :class:`ConvNetParams` of the same shapes).
@@ -192,7 +205,8 @@ def loss_and_grads(
     Without ``workspace`` this is the plain version, fresh arrays at every step. With a
     :class:`tinycnn.workspace.Workspace` built for ``spec`` the same numbers come from its reused
     buffers (faster; equal up to the order of floating-point sums), and the returned gradients
-    are views of the workspace, overwritten by its next use.
+    are views of the workspace, overwritten by its next use. ``chunk_size`` overrides the
+    plain path's samples per chunk (tests use it to put chunk boundaries anywhere).
     """
     if workspace is not None:
         if workspace.spec != spec:
@@ -202,7 +216,7 @@ def loss_and_grads(
     N = X.shape[0]
     grads = params.zeros_like()
     total = 0.0
-    step = spec.chunk_size()
+    step = spec.chunk_size() if chunk_size is None else chunk_size
     for start in range(0, N, step):
         stop = min(start + step, N)
         logits, cache = forward_chunk(params, spec, X[start:stop])
@@ -212,11 +226,14 @@ def loss_and_grads(
     return total, grads
 
 
-def predict(params: ConvNetParams, spec: ConvNetSpec, X: np.ndarray) -> np.ndarray:
-    """The network's outputs (logits for a classifier) ``(N, O)`` for ``X`` ``(N, C, H, W)``."""
+def predict(
+    params: ConvNetParams, spec: ConvNetSpec, X: np.ndarray, *, chunk_size: int | None = None
+) -> np.ndarray:
+    """The network's outputs (logits for a classifier) ``(N, O)`` for ``X`` ``(N, C, H, W)``,
+    ``chunk_size`` samples at a time (default: :meth:`ConvNetSpec.chunk_size`)."""
     N = X.shape[0]
     out = np.empty((N, spec.n_outputs), dtype=params.W_fc.dtype)
-    step = spec.chunk_size()
+    step = spec.chunk_size() if chunk_size is None else chunk_size
     for start in range(0, N, step):
         stop = min(start + step, N)
         out[start:stop], _ = forward_chunk(params, spec, X[start:stop])

@@ -9,7 +9,8 @@ with the memory traffic taken out, which is where an epoch's time goes (see
   epoch pays for page faults on fresh large arrays;
 * the batch goes through in chunks of a size fixed by the shapes (never tuned by timing, so
   results are reproducible), small enough that a chunk's windows and activations stay in cache
-  between its forward and its backward pass;
+  between its forward and its backward pass (:meth:`ConvNetSpec.chunk_size`, the one policy
+  the plain path follows too);
 * when ``X`` is fixed for the whole run (full-batch training), the unfolded windows of as many
   chunks as fit :data:`CACHE_BYTES` are made once and reused by every epoch (copying windows
   out of the images costs about as much as a matrix product);
@@ -44,23 +45,9 @@ from .ops.conv import unfold
 # MNIST-sized ones (28 x 28, 5x5 kernel) in float32, whose training takes PyTorch about 1.1 GiB.
 CACHE_BYTES = 400 << 20
 
-# A chunk holds as many samples as fit this many numbers of windows and activations, so that
-# they stay in cache between the forward and the backward pass...
-CHUNK_ELEMENTS = 1 << 17
-# ...but at least this many: the dense layer's products read all of W_fc once per chunk, which
-# only pays off over enough rows.
-MIN_CHUNK_SAMPLES = 64
-
 # The dense forward product runs on W_fc with its O columns padded by zeros to a multiple of
 # this: BLAS kernels work on column blocks of 8 or 16, and a width like 10 takes a slow path.
 OUTPUT_BLOCK = 8
-
-
-def chunk_samples(spec: ConvNetSpec) -> int:
-    """Samples per chunk: a fixed function of the shapes."""
-    P = spec.out_h * spec.out_w
-    per_sample = (spec.in_channels * spec.kernel_size**2 + 1 + spec.n_filters) * P
-    return max(MIN_CHUNK_SAMPLES, CHUNK_ELEMENTS // per_sample)
 
 
 class _ChunkViews(NamedTuple):
@@ -104,7 +91,7 @@ class Workspace:
         F, O, C, k = spec.n_filters, spec.n_outputs, spec.in_channels, spec.kernel_size
         P = spec.out_h * spec.out_w
         R = C * k * k + 1  # window rows plus the row of ones
-        n = chunk_samples(spec) if chunk_size is None else int(chunk_size)
+        n = spec.chunk_size() if chunk_size is None else int(chunk_size)
         n = max(1, min(n, max_samples))
         n_chunks = -(-max_samples // n)
         self.spec, self.dtype, self.max_samples, self.chunk = spec, dt, max_samples, n
