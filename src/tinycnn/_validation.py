@@ -87,6 +87,18 @@ def check_positive_float(name: str, value: Any) -> float:
     return value
 
 
+def check_unit_interval(name: str, value: Any) -> float:
+    """Return ``value`` as a ``float`` in ``[0, 1)`` (a momentum or a decay rate)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a real number, got {_short(value)} ({type(value).__name__})"
+        )
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return value
+
+
 def check_float_dtype(name: str, value: Any) -> np.dtype:
     """Return the NumPy dtype for ``value``; only float32 and float64 are supported."""
     try:

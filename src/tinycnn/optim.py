@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_positive_float
+from ._validation import check_positive_float, check_unit_interval
 
 
 class Optimizer:
@@ -40,9 +40,7 @@ class SGD(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False) -> None:
         self.lr = check_positive_float("lr", lr)
-        if not (0.0 <= float(momentum) < 1.0):
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        self.momentum = float(momentum)
+        self.momentum = check_unit_interval("momentum", momentum)
         self.nesterov = bool(nesterov)
         self.velocity: list[np.ndarray] | None = None
 
@@ -93,10 +91,8 @@ class Adam(Optimizer):
         self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
     ) -> None:
         self.lr = check_positive_float("lr", lr)
-        for name, beta in (("beta1", beta1), ("beta2", beta2)):
-            if not (0.0 <= float(beta) < 1.0):
-                raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
-        self.beta1, self.beta2 = float(beta1), float(beta2)
+        self.beta1 = check_unit_interval("beta1", beta1)
+        self.beta2 = check_unit_interval("beta2", beta2)
         self.eps = check_positive_float("eps", eps)
         self.t = 0
         self.m: list[np.ndarray] | None = None
