@@ -183,6 +183,9 @@ CASES = [
     case("train_cnn", {"kernel_size": 2.0}, TypeError, "kernel_size", "kernel-size-float"),
     case("train_cnn", {"n_filters": 0}, ValueError, "n_filters", "zero-filters"),
     case("train_cnn", {"n_filters": "2"}, TypeError, "n_filters", "filters-string"),
+    # sizes no machine holds: refused by name before anything is allocated or drawn
+    case("train_cnn", {"n_filters": 10**12}, ValueError, "n_filters", "filters-huge"),
+    case("train_cnn", {"pad": 10**6}, ValueError, "pad=1000000", "pad-huge"),
     case("train_cnn", {"dtype": np.float16}, ValueError, "dtype", "float16"),
     case("train_cnn", {"dtype": np.int64}, ValueError, "dtype", "int-dtype"),
     case("train_cnn", {"dtype": "banana"}, TypeError, "dtype", "nonsense-dtype"),
@@ -216,6 +219,8 @@ CASES = [
     case("deepml", {"kernel_size": 5}, ValueError, "kernel_size", "kernel-too-big"),
     case("deepml", {"kernel_size": 0}, ValueError, "kernel_size", "kernel-size-0"),
     case("deepml", {"num_filters": 0}, ValueError, "num_filters", "zero-filters"),
+    # sizes no machine holds: refused by name before anything is allocated or drawn
+    case("deepml", {"num_filters": 10**12}, ValueError, "num_filters", "deepml-filters-huge"),
     *bad_common_array("deepml", "X", np.ones((2, 4, 4))),
     *bad_common_array("deepml", "y", np.eye(2)),
     *bad_epochs_and_rate("deepml", "learning_rate"),
@@ -286,3 +291,26 @@ def test_random_bad_geometry_only_ever_raises_value_or_type_errors(
     else:
         assert dx.shape == x.shape and dkernel.shape == kernel.shape
         assert dbias.shape == (kernel.shape[0],)
+
+
+def test_a_network_larger_than_memory_is_refused_before_the_random_state_moves(monkeypatch):
+    """The size check compares parameters plus one sample's windows and activations with the
+    machine's memory (here pretended to be 200 KiB), and draws nothing when it refuses."""
+    from tinycnn import network
+
+    monkeypatch.setattr(network, "_memory_bytes", lambda: 200 << 10)
+    # 8 filters of 3x3 on 40x40 images, 1 output: kernel, biases and W_fc (8*38*38, 1), plus
+    # one sample's windows, row of ones and activations
+    X, y = np.ones((2, 1, 40, 40)), np.ones(2)
+    n_params = 8 * 9 + 8 + 8 * 38 * 38 + 1
+    per_sample = (9 + 1 + 8) * 38 * 38
+    assert (n_params + per_sample) * 8 > 200 << 10 > (n_params + per_sample) * 4
+    np.random.seed(0)
+    state = np.random.get_state()[1].copy()
+    with pytest.raises(
+        ValueError,
+        match=r"n_filters=8, kernel_size=3, .*: 293\.9 KiB in float64, .* 200\.0 KiB of memory",
+    ):
+        tinycnn.train_cnn(X, y, 1, 0.01, n_filters=8)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+    tinycnn.train_cnn(X, y, 1, 0.01, n_filters=8, dtype=np.float32)  # half the bytes: fits

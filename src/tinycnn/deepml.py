@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import check_int, check_positive_float, check_real_array
-from .network import ConvNetParams, ConvNetSpec
+from .network import ConvNetParams, ConvNetSpec, check_fits_in_memory
 from .optim import SGD
 from .training import train
 
@@ -73,12 +73,12 @@ def train_simple_cnn_with_backprop(
         raise ValueError(f"kernel_size {k} is larger than the {H}x{W} images in X")
     out_h, out_w = H - k + 1, W - k + 1
     K = y.shape[1]
+    spec = ConvNetSpec(1, H, W, F, k, 1, 0, K)
+    check_fits_in_memory(spec, np.float64, filters_name="num_filters")
     W_conv = np.random.randn(k, k, F) * 0.01
     b_conv = np.zeros(F)
     W_dense = np.random.randn(out_h * out_w * F, K) * 0.01
     b_dense = np.zeros(K)
-
-    spec = ConvNetSpec(1, H, W, F, k, 1, 0, K)
     params = _to_engine(W_conv, b_conv, W_dense, b_dense, out_h, out_w)
     train(
         params,

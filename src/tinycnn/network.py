@@ -14,11 +14,14 @@ chunking changes only the order of the sums, not the result.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from .ops.conv import conv_output_size, unfold
 from .ops.losses import mse_loss, softmax_cross_entropy
@@ -101,10 +104,52 @@ class ConvNetParams(NamedTuple):
         return ConvNetParams(*(np.zeros(p.shape, dtype=p.dtype) for p in self))
 
 
+def _memory_bytes() -> int | None:
+    """This machine's physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_in_memory(
+    spec: ConvNetSpec, dtype: npt.DTypeLike, filters_name: str = "n_filters"
+) -> None:
+    """Refuse, with a ValueError naming the sizes, a network whose parameters plus one sample's
+    windows and activations (the least any forward pass holds) exceed this machine's memory:
+    such a run could only end in a MemoryError or in swapping. ``filters_name`` is what the
+    caller's users call the number of filters."""
+    P = spec.out_h * spec.out_w
+    n_params = sum(math.prod(shape) for shape in spec.param_shapes.values())
+    per_sample = (spec.in_channels * spec.kernel_size**2 + 1 + spec.n_filters) * P
+    need = (n_params + per_sample) * np.dtype(dtype).itemsize
+    have = _memory_bytes()
+    if have is not None and need > have:
+        raise ValueError(
+            f"the network is too large for this machine: {filters_name}={spec.n_filters}, "
+            f"kernel_size={spec.kernel_size}, stride={spec.stride}, pad={spec.pad} on "
+            f"{spec.in_channels}x{spec.height}x{spec.width} inputs give a "
+            f"{spec.n_filters}x{spec.out_h}x{spec.out_w} conv output and {n_params:,} "
+            f"parameters: {_human_bytes(need)} in {np.dtype(dtype)}, more than its "
+            f"{_human_bytes(have)} of memory"
+        )
+
+
+def _human_bytes(n_bytes: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``; ``3 * 2**40`` -> ``"3.0 TiB"``."""
+    size, unit = float(n_bytes), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            break
+        size /= 1024
+    return f"{size:,.1f} {unit}"
+
+
 def init_params_seed(spec: ConvNetSpec, dtype=np.float64) -> ConvNetParams:
     """The seed's initialisation, from NumPy's *global* random state, in this order only:
     ``kernel = randn(F, C, k, k) * 0.1``, then ``W_fc = randn(F*out_h*out_w, O) * 0.1``;
-    biases 0."""
+    biases 0. A network too large for the machine is refused before anything is drawn."""
+    check_fits_in_memory(spec, dtype)
     shapes = spec.param_shapes
     kernel = np.random.randn(*shapes["kernel"]) * 0.1
     W_fc = np.random.randn(*shapes["W_fc"]) * 0.1
@@ -119,8 +164,10 @@ def init_params_seed(spec: ConvNetSpec, dtype=np.float64) -> ConvNetParams:
 def init_params_he(spec: ConvNetSpec, rng: np.random.Generator, dtype=np.float64) -> ConvNetParams:
     """He (Kaiming) normal initialisation from ``rng``: weights ``N(0, 2/fan_in)``, biases 0.
 
-    Suited to ReLU; the dense layer's fan-in is ``n_hidden``, the conv's ``C*k*k``.
+    Suited to ReLU; the dense layer's fan-in is ``n_hidden``, the conv's ``C*k*k``. A network
+    too large for the machine is refused before anything is drawn.
     """
+    check_fits_in_memory(spec, dtype)
     shapes = spec.param_shapes
     fan_conv = spec.in_channels * spec.kernel_size**2
     kernel = rng.standard_normal(shapes["kernel"]) * np.sqrt(2.0 / fan_conv)
