@@ -75,13 +75,18 @@ def check_int(name: str, value: Any, minimum: int | None = None) -> int:
     return value
 
 
-def check_positive_float(name: str, value: Any) -> float:
-    """Return ``value`` as a ``float`` that is finite and strictly positive."""
+def _check_real(name: str, value: Any) -> float:
+    """Return ``value`` as a ``float``; refuse bools, strings and anything not a real number."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"{name} must be a real number, got {_short(value)} ({type(value).__name__})"
         )
-    value = float(value)
+    return float(value)
+
+
+def check_positive_float(name: str, value: Any) -> float:
+    """Return ``value`` as a ``float`` that is finite and strictly positive."""
+    value = _check_real(name, value)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return value
@@ -89,11 +94,7 @@ def check_positive_float(name: str, value: Any) -> float:
 
 def check_unit_interval(name: str, value: Any) -> float:
     """Return ``value`` as a ``float`` in ``[0, 1)`` (a momentum or a decay rate)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{name} must be a real number, got {_short(value)} ({type(value).__name__})"
-        )
-    value = float(value)
+    value = _check_real(name, value)
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return value
