@@ -193,10 +193,12 @@ class Torch:
         self.last_loss = loss.item()
 
 
-def alternate(first, second, epochs: int, rounds: int) -> tuple[float, float, float]:
+def alternate(
+    first, second, epochs: int, rounds: int
+) -> tuple[float, float, float, tuple[float, float]]:
     """Time ``first.run(epochs)`` and ``second.run(epochs)`` alternately (the order flips
-    every round) after one warm-up round each. Returns the median ms/epoch of each and the
-    median of the per-round ratios first/second."""
+    every round) after one warm-up round each. Returns the median ms/epoch of each, the
+    median of the per-round ratios first/second, and their (lowest, highest)."""
     first.run(epochs)
     second.run(epochs)
     times_a, times_b, ratios = [], [], []
@@ -211,7 +213,12 @@ def alternate(first, second, epochs: int, rounds: int) -> tuple[float, float, fl
         times_a.append(ta)
         times_b.append(tb)
         ratios.append(ta / tb)
-    return statistics.median(times_a), statistics.median(times_b), statistics.median(ratios)
+    median_ratio = statistics.median(ratios)
+    return statistics.median(times_a), statistics.median(times_b), median_ratio, spread(ratios)
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    return min(values), max(values)
 
 
 def time_alone(runner, epochs: int, rounds: int) -> float:
@@ -334,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", default="S,M,C,L", help="comma-separated, e.g. S,M")
     parser.add_argument("--dtypes", default="float64,float32")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per comparison")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per comparison")
     parser.add_argument(
         "--epochs-scale", type=float, default=1.0, help="scale the epochs per round (e.g. 0.2)"
     )
@@ -360,9 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     header = (
         "| workload | dtype | epochs/round | tinycnn ms/epoch | PyTorch ms/epoch | ratio "
-        "(median of rounds) | GFLOP/epoch | floor ms | tinycnn / floor | tinycnn setup ms |"
+        "(median of rounds) | ratio, lowest-highest round | GFLOP/epoch | floor ms | "
+        "tinycnn / floor | tinycnn setup ms |"
     )
-    rows = [header, "|" + "---|" * 10]
+    rows = [header, "|" + "---|" * 11]
     misses, above_floor = [], []
     print(header, flush=True)
     for name in names:
@@ -373,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             ours = Ours(w.spec(), X, T, dtype)
             if torch is not None:
                 theirs = Torch(torch, w.spec(), X, T, dtype)
-                ms_ours, ms_torch, ratio = alternate(ours, theirs, epochs, args.rounds)
+                ms_ours, ms_torch, ratio, (low, high) = alternate(ours, theirs, epochs, args.rounds)
                 if abs(ours.last_loss - theirs.last_loss) > 1e-3 * abs(theirs.last_loss):
                     print(
                         f"warning: {name} {dtype} losses differ: ours {ours.last_loss}, "
@@ -382,11 +390,12 @@ def main(argv: list[str] | None = None) -> int:
                     )
             else:
                 ms_ours, ms_torch, ratio = time_alone(ours, epochs, args.rounds), None, None
+                low = high = None
             floor = w.gflop() / PEAK_GFLOPS[dtype] * 1e3
             row = (
                 f"| {name} | {dtype} | {epochs} | {ms_ours:.4g} | {fmt(ms_torch, '.4g')} | "
-                f"{fmt(ratio, '.2f')} | {w.gflop():.3g} | {floor:.3g} | {ms_ours / floor:.1f}x | "
-                f"{ours.setup_ms:.3g} |"
+                f"{fmt(ratio, '.2f')} | {fmt(low, '.2f')}-{fmt(high, '.2f')} | "
+                f"{w.gflop():.3g} | {floor:.3g} | {ms_ours / floor:.1f}x | {ours.setup_ms:.3g} |"
             )
             rows.append(row)
             print(row, flush=True)
@@ -400,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         w = WORKLOADS["M"]
         X, T = make_data(w, "float64")
         spec1 = w.spec(n_filters=1)
-        ms_ours, ms_loops, ratio = alternate(
+        ms_ours, ms_loops, ratio, _ = alternate(
             Ours(spec1, X, T, "float64"), PlainLoops(spec1, X, T), 2, max(3, args.rounds // 2)
         )
         speedup = 1.0 / ratio
