@@ -39,7 +39,7 @@ def test_a_tiny_run_fills_the_table_and_keeps_the_hand_written_text(bench, tmp_p
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         ours, theirs, ratio = float(cells[3]), float(cells[4]), float(cells[5])
-        assert ours > 0 and theirs > 0 and ratio > 0
+        assert ours > 0 and theirs > 0 and ratio >= 0  # printed to 2 decimals: may be 0.00
         low, high = (float(x) for x in re.fullmatch(r"([\d.]+)-([\d.]+)", cells[6]).groups())
         assert low <= ratio <= high
     assert "targets missed:" in text

@@ -31,12 +31,15 @@ shapes, the same inputs give bit-identical results every time.
 
 from __future__ import annotations
 
+import os
+import time
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from .network import LOSSES, ConvNetParams, ConvNetSpec
+from ._helper_process import HelperProcess, SharedArena, available_cpus, can_fork_helpers
+from .network import CHUNK_ELEMENTS, LOSSES, ConvNetParams, ConvNetSpec
 from .ops.conv import unfold
 
 # Unfolded windows of a fixed X kept across epochs: at most this many bytes (whole chunks, the
@@ -44,6 +47,19 @@ from .ops.conv import unfold
 # of 2000 CIFAR-sized images (3 x 32 x 32, 3x3 kernel) in float64, and 70% of those of 10000
 # MNIST-sized ones (28 x 28, 5x5 kernel) in float32, whose training takes PyTorch about 1.1 GiB.
 CACHE_BYTES = 400 << 20
+
+# Full-batch training on at least this many chunks per process is split between this process
+# and helper processes forked from it (see _helper_process.py), one per further CPU: each runs
+# a contiguous share of the chunks. Fewer chunks are not worth the two pipe messages per call.
+# Only cache-sized chunks are shared out (at most network.CHUNK_ELEMENTS numbers, such as
+# digits): their products are too small for OpenBLAS to split across cores, so one process
+# leaves the other cores idle. Chunks grown to the 64-sample floor (CIFAR- or MNIST-sized
+# images) have products OpenBLAS already runs on every core; helpers there would double the
+# threads and measured 2x slower.
+MIN_CHUNKS_PER_PROCESS = 4
+# The most processes a workspace uses; the environment variable TINYCNN_PROCESSES lowers it
+# (1: never fork a helper).
+MAX_PROCESSES = 8
 
 # The dense forward product runs on W_fc with its O columns padded by zeros to a multiple of
 # this: BLAS kernels work on column blocks of 8 or 16, and a width like 10 takes a slow path.
@@ -73,6 +89,14 @@ class Workspace:
     (mini-batches). ``chunk_size`` overrides the samples per chunk (tests use it to put chunk
     boundaries anywhere).
 
+    With ``fixed_inputs``, the chunks are shared between this process and helper processes
+    forked from it (Linux only), ``processes`` in all: by default one per CPU this process may
+    use, at most :data:`MAX_PROCESSES` or the environment variable ``TINYCNN_PROCESSES``, and
+    only as many as have :data:`MIN_CHUNKS_PER_PROCESS` chunks each. The split is a fixed
+    function of the shapes and the process count, so results are bit-reproducible for a given
+    count; they differ between counts only in the order of the last sums. :meth:`close` stops
+    the helpers (so does garbage collection).
+
     The gradients returned by :meth:`loss_and_grads` are views of this workspace's buffers: they
     are overwritten by the next call (the optimizer may overwrite them too).
     """
@@ -86,6 +110,7 @@ class Workspace:
         fixed_inputs: np.ndarray | None = None,
         cache_bytes: int = CACHE_BYTES,
         chunk_size: int | None = None,
+        processes: int | None = None,
     ) -> None:
         dt = np.dtype(dtype)
         F, O, C, k = spec.n_filters, spec.n_outputs, spec.in_channels, spec.kernel_size
@@ -97,10 +122,36 @@ class Workspace:
         self.spec, self.dtype, self.max_samples, self.chunk = spec, dt, max_samples, n
         self.P, self.R, self.O_pad = P, R, -(-O // OUTPUT_BLOCK) * OUTPUT_BLOCK
 
-        # Parameters in the layouts the products want, refreshed once per call.
-        self.kernel_aug = np.zeros((F, R), dtype=dt)  # [kernel (F, C*k*k) | bias_conv]
-        self.W_pf = np.zeros((P * F, self.O_pad), dtype=dt)  # W_fc, rows in (pixel, filter)
-        self.W_pf_t = np.zeros((O, P * F), dtype=dt)  # order, and its transpose
+        n_procs = 1
+        if fixed_inputs is not None:
+            cache_sized = (R + F) * P * n <= CHUNK_ELEMENTS
+            n_procs = _process_count(processes, -(-fixed_inputs.shape[0] // n), cache_sized)
+        self.processes = n_procs
+        # What every process of the call reads or writes, in memory shared with the helpers.
+        shared = SharedArena(
+            {
+                # the parameters in the layouts the products want, refreshed once per call
+                "kernel_aug": ((F, R), dt),  # [kernel (F, C*k*k) | bias_conv]
+                "W_pf": ((P * F, self.O_pad), dt),  # W_fc, rows in (pixel, filter) order
+                "W_pf_t": ((O, P * F), dt),  # and its transpose
+                "b_fc": ((O,), dt),
+                "targets": ((max_samples, O), dt),  # T (minus b_fc for MSE)
+                # per sample, the loss's gradient; per chunk, [dkernel | dbias].T; per
+                # process, its share of the loss and of dW.T
+                "dlogits": ((max_samples, O), dt),
+                "kernel_parts": ((n_chunks, R, F), dt),
+                "loss_parts": ((n_procs,), np.float64),
+                "W_t_parts": ((n_procs, O, P * F), dt),
+            }
+        ).arrays
+        self.kernel_aug, self.W_pf, self.W_pf_t = (
+            shared["kernel_aug"],
+            shared["W_pf"],
+            shared["W_pf_t"],
+        )
+        self.b_fc, self.targets, self.dlogits = shared["b_fc"], shared["targets"], shared["dlogits"]
+        self.kernel_parts, self.loss_parts = shared["kernel_parts"], shared["loss_parts"]
+        self.W_t_parts = shared["W_t_parts"]
 
         # One chunk's intermediates.
         self.cols = np.zeros(R * n * P, dtype=dt)
@@ -116,15 +167,11 @@ class Workspace:
         # Per number of samples: each chunk's (start, stop, views, kept windows or None).
         self._plans: dict[int, list[tuple[int, int, _ChunkViews, np.ndarray | None]]] = {}
 
-        # Gradients. Per call: the loss's gradient for every sample, the products with it
-        # summed through BLAS once (db = ones @ dlogits); per chunk, [dkernel | dbias].T.
-        self.dlogits = np.zeros((max_samples, O), dtype=dt)
-        self.shifted_targets = np.zeros((max_samples, O), dtype=dt)  # T - b_fc, for MSE
+        # Gradients: the products with the loss's gradient summed through BLAS once per call
+        # (db = ones @ dlogits); each process's dW.T accumulated chunk by chunk.
         self.ones = np.ones(max_samples, dtype=dt)
-        self.kernel_parts = np.zeros((n_chunks, R, F), dtype=dt)
         self.grad_kernel_aug_t = np.zeros((R, F), dtype=dt)
-        self.grad_W_pf_t = np.zeros((O, P * F), dtype=dt)  # accumulated chunk by chunk
-        self.part_W_pf_t = np.zeros((O, P * F), dtype=dt)
+        self.part_W_pf_t = np.zeros((O, P * F), dtype=dt)  # one chunk's dW.T
         gk = self.grad_kernel_aug_t[: R - 1].T.reshape(spec.param_shapes["kernel"])
         assert np.shares_memory(gk, self.grad_kernel_aug_t)  # a view, never a copy
         self.grads = ConvNetParams(
@@ -150,6 +197,18 @@ class Workspace:
                     cols = self._chunk_cols(fixed_inputs, start, self._chunk_views(m))
                     np.copyto(self.cached_cols[: R - 1, start * P : (start + m) * P], cols[: R - 1])
                 self.n_cached = n_cached
+
+        # Each process's contiguous share of the chunks of fixed_inputs (the first is ours),
+        # then the helpers, forked last so that they share the windows made above.
+        self._shares: list[tuple[int, int]] = []
+        self._helpers: list[HelperProcess] = []
+        if fixed_inputs is not None:
+            n_fixed = -(-fixed_inputs.shape[0] // n)
+            bounds = [round(j * n_fixed / n_procs) for j in range(n_procs + 1)]
+            self._shares = list(zip(bounds[:-1], bounds[1:]))
+            self._plan(fixed_inputs.shape[0])
+            for j in range(1, n_procs):
+                self._helpers.append(HelperProcess(self._helper_job(j)))
 
     def _chunk_views(self, m: int) -> _ChunkViews:
         """The buffers cut to ``m`` samples (made once per size)."""
@@ -225,23 +284,63 @@ class Workspace:
             )
         F, O = self.spec.n_filters, self.spec.n_outputs
         P, R = self.P, self.R
-        loss_fn = LOSSES[loss]
-        W_pf, W_pf_t = self.W_pf, self.W_pf_t  # (P*F, O_pad) and (O, P*F)
+        LOSSES[loss]  # an unknown loss fails here, in this process
         np.copyto(self.kernel_aug[:, : R - 1], params.kernel.reshape(F, R - 1))
         self.kernel_aug[:, R - 1] = params.bias_conv
-        np.copyto(W_pf[:, :O].reshape(P, F, O), params.W_fc.reshape(F, P, O).transpose(1, 0, 2))
-        np.copyto(W_pf_t, W_pf[:, :O].T)
-        kernel_aug_t, b_fc = self.kernel_aug.T, params.b_fc  # (R, F), (O,)
-        # MSE only sees logits + b_fc - T: subtracting b_fc from the targets once per call
-        # saves adding it to the logits chunk by chunk.
-        add_bias = loss != "mse"
-        if not add_bias:
-            T = np.subtract(T, b_fc, out=self.shifted_targets[:N])
-        g_W_t, part_W_t = self.grad_W_pf_t, self.part_W_pf_t
+        W_pf = self.W_pf[:, :O]
+        np.copyto(W_pf.reshape(P, F, O), params.W_fc.reshape(F, P, O).transpose(1, 0, 2))
+        np.copyto(self.W_pf_t, W_pf.T)
+        np.copyto(self.b_fc, params.b_fc)
+        if loss == "mse":
+            # MSE only sees logits + b_fc - T: subtracting b_fc from the targets once per call
+            # saves adding it to the logits chunk by chunk.
+            np.subtract(T, params.b_fc, out=self.targets[:N])
+        else:
+            np.copyto(self.targets[:N], T)
 
-        total = 0.0
+        n_chunks = len(self._plan(N))
+        shares = [(0, n_chunks)]
+        helpers: list[HelperProcess] = []
+        if X is self.fixed_inputs and self._shares:
+            shares = self._shares
+            if self._helpers and self._helpers[0].owner == os.getpid():
+                helpers = self._helpers
+        for helper in helpers:
+            helper.start(_LOSS_CODES[loss])
+        started = time.perf_counter()
+        self._run_share(X, N, loss, 0, shares[0])
+        # A helper that failed, died or hangs (60 s plus 50 times our own share's time) has its
+        # share done here, in the same order: the result is the same either way.
+        timeout = 60.0 + 50 * (time.perf_counter() - started)
+        for j in range(1, len(shares)):
+            helper = helpers[j - 1] if helpers else None
+            if helper is None or not helper.wait(timeout):
+                self._run_share(X, N, loss, j, shares[j])
+
+        total = float(self.loss_parts[0])
+        g_W_t = self.W_t_parts[0]  # (O, P*F)
+        for j in range(1, len(shares)):  # in a fixed order
+            total += float(self.loss_parts[j])
+            g_W_t += self.W_t_parts[j]
+        np.sum(self.kernel_parts[:n_chunks], axis=0, out=self.grad_kernel_aug_t)
+        np.matmul(self.ones[:N], self.dlogits[:N], out=self.grads.b_fc)
+        np.copyto(self.grads.W_fc.reshape(F, P, O), g_W_t.reshape(O, P, F).transpose(2, 1, 0))
+        return total, self.grads
+
+    def _run_share(self, X: np.ndarray, N: int, loss: str, slot: int, share: tuple[int, int]):
+        """Forward and backward through chunks ``share[0]:share[1]`` of ``X``'s ``N`` samples,
+        with the parameters and targets this call put in shared memory: each chunk's loss
+        gradient into ``dlogits``, its [dkernel | dbias].T into ``kernel_parts``, and the
+        share's loss and dW.T into ``loss_parts[slot]`` and ``W_t_parts[slot]``."""
+        loss_fn = LOSSES[loss]
+        add_bias = loss != "mse"  # for MSE the targets already hold T - b_fc
+        kernel_aug_t, W_pf, W_pf_t = self.kernel_aug.T, self.W_pf, self.W_pf_t
+        T, b_fc, g_W_t, part_W_t = self.targets, self.b_fc, self.W_t_parts[slot], self.part_W_pf_t
         fixed = X is self.fixed_inputs
-        for i, (start, stop, v, kept) in enumerate(self._plan(N)):
+        total = 0.0
+        first, last = share
+        for i in range(first, last):
+            start, stop, v, kept = self._plan(N)[i]
             cols = kept if fixed and kept is not None else self._chunk_cols(X, start, v)  # (R, m*P)
             act, features, logits = v.act, v.features, v.logits
             np.matmul(cols.T, kernel_aug_t, out=act)  # conv + bias
@@ -253,15 +352,54 @@ class Workspace:
             dlogits = self.dlogits[start:stop]  # (m, O)
             total += loss_fn(logits, T[start:stop], N, out=dlogits)[0]
 
-            np.matmul(dlogits.T, features, out=part_W_t if i else g_W_t)  # dW.T (O, P*F)
-            if i:
+            np.matmul(dlogits.T, features, out=part_W_t if i > first else g_W_t)  # dW.T
+            if i > first:
                 g_W_t += part_W_t
             np.matmul(dlogits, W_pf_t, out=features)  # the activations' buffer gets their gradient
             np.multiply(act, v.mask, out=act)  # ReLU backward: act now holds dz (m*P, F)
             # [dkernel | dbias].T = [cols; 1] @ dz: the bias gradient comes from the ones row
             np.matmul(cols, act, out=self.kernel_parts[i])
+        self.loss_parts[slot] = total
 
-        np.sum(self.kernel_parts[: i + 1], axis=0, out=self.grad_kernel_aug_t)
-        np.matmul(self.ones[:N], self.dlogits[:N], out=self.grads.b_fc)
-        np.copyto(self.grads.W_fc.reshape(F, P, O), g_W_t.reshape(O, P, F).transpose(2, 1, 0))
-        return total, self.grads
+    def _helper_job(self, slot: int):
+        """What helper ``slot`` runs for a job code: its share of a call on ``fixed_inputs``.
+        (A closure over this workspace, which the forked helper holds a copy of.)"""
+        X = self.fixed_inputs
+        N = X.shape[0]
+        share = self._shares[slot]
+
+        def job(code: int) -> None:
+            with np.errstate(all="ignore"):  # as in training: divergence is the parent's call
+                self._run_share(X, N, _LOSS_NAMES[code], slot, share)
+
+        return job
+
+    def close(self) -> None:
+        """Stop the helper processes (the workspace still works, in this process alone)."""
+        for helper in self._helpers:
+            helper.close()
+        self._helpers = []
+
+
+_LOSS_NAMES = sorted(LOSSES)
+_LOSS_CODES = {name: code for code, name in enumerate(_LOSS_NAMES)}
+
+
+def _process_count(requested: int | None, n_chunks: int, cache_sized: bool) -> int:
+    """How many processes share a fixed batch of ``n_chunks`` chunks (see :class:`Workspace`)."""
+    if not can_fork_helpers():
+        return 1
+    if requested is not None:
+        return max(1, min(int(requested), n_chunks))
+    if not cache_sized:
+        return 1
+    limit = min(available_cpus(), MAX_PROCESSES)
+    env = os.environ.get("TINYCNN_PROCESSES", "").strip()
+    if env:
+        try:
+            limit = min(limit, max(1, int(env)))
+        except ValueError:
+            raise ValueError(
+                f"TINYCNN_PROCESSES must be a whole number >= 1, got {env!r}"
+            ) from None
+    return max(1, min(limit, n_chunks // MIN_CHUNKS_PER_PROCESS))

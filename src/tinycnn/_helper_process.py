@@ -1,0 +1,170 @@
+"""A helper process forked from this one, to put a second core to work on NumPy code.
+
+Python threads cannot do it for tinycnn's training step: it is a hundred NumPy calls of 5-30 us
+each per epoch, and the GIL changes hands at every call (measured: two threads are slower than
+one). A forked process has its own interpreter, and at fork it shares every array of its parent
+(copy-on-write), so it starts in about a millisecond with the unfolded windows already there.
+
+The protocol is two pipes and one byte each way: the parent writes a job code, the helper runs
+``job(code)`` (which reads and writes memory the two processes share, see :class:`SharedArena`)
+and answers ``b"d"`` (done) or ``b"e"`` (it raised). The helper ignores Ctrl-C (the parent
+handles it), never runs its parent's cleanup code (it leaves by ``os._exit``), and exits when
+asked or when its parent is gone (its pipe then reads as closed), so a killed parent leaves no
+helper behind. A helper that dies or stops answering is noticed by the parent, which then does
+the helper's share itself: results do not depend on whether a helper answered.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import select
+import signal
+import sys
+import time
+import warnings
+import weakref
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+_DONE, _FAILED, _QUIT = b"d", b"e", b"q"
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def can_fork_helpers() -> bool:
+    """Helpers are forked on Linux only: macOS's system libraries are not safe to use after a
+    fork, and Windows has no fork."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+class SharedArena:
+    """Arrays in one block of anonymous shared memory: a process forked afterwards sees the same
+    bytes (writes by either are seen by both), unlike ordinary arrays, which fork copies."""
+
+    ALIGN = 64  # a cache line: no array shares one with another
+
+    def __init__(self, layout: dict[str, tuple[tuple[int, ...], npt.DTypeLike]]) -> None:
+        offsets, size = {}, 0
+        for name, (shape, dtype) in layout.items():
+            offsets[name] = size
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            size += -(-max(nbytes, 1) // self.ALIGN) * self.ALIGN
+        self._memory = mmap.mmap(-1, size)  # anonymous, MAP_SHARED, zero-filled
+        buffer = np.frombuffer(self._memory, dtype=np.uint8)
+        self.arrays: dict[str, np.ndarray] = {}
+        for name, (shape, dtype) in layout.items():
+            dt = np.dtype(dtype)
+            count = int(np.prod(shape, dtype=np.int64))
+            start = offsets[name]
+            view = buffer[start : start + count * dt.itemsize].view(dt).reshape(shape)
+            self.arrays[name] = view
+
+
+class HelperProcess:
+    """A forked process that runs ``job(code)`` each time :meth:`start` is called with ``code``
+    (0-99); :meth:`wait` returns True once it has finished, False if it failed, died or did not
+    answer within ``timeout`` seconds (it is then stopped and never used again)."""
+
+    def __init__(self, job: Callable[[int], None]) -> None:
+        to_helper_r, to_helper_w = os.pipe()
+        from_helper_r, from_helper_w = os.pipe()
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about forking a process with threads (BLAS has some); the
+            # helper runs only NumPy code that was already running, no import, no lock of ours.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the helper
+            os.close(to_helper_w)
+            os.close(from_helper_r)
+            _serve(job, to_helper_r, from_helper_w)  # never returns
+        os.close(to_helper_r)
+        os.close(from_helper_w)
+        self.pid, self.owner = pid, os.getpid()
+        self._to, self._from = to_helper_w, from_helper_r
+        self.alive, self.busy = True, False
+        self._finalizer = weakref.finalize(self, _stop, pid, self.owner, to_helper_w, from_helper_r)
+
+    def start(self, code: int) -> None:
+        if self.busy:
+            # The last job's answer was never read (an exception interrupted the caller): the
+            # next byte on the pipe would answer the wrong job. Not worth untangling.
+            self.close()
+        if not self.alive:
+            return
+        try:
+            os.write(self._to, bytes([code]))
+            self.busy = True
+        except OSError:  # the helper is gone (BrokenPipeError)
+            self.close()
+
+    def wait(self, timeout: float) -> bool:
+        if not self.alive:
+            return False
+        ready, _, _ = select.select([self._from], [], [], timeout)
+        reply = os.read(self._from, 1) if ready else b""
+        self.busy = False
+        if reply == _DONE:
+            return True
+        if reply != _FAILED:  # died (pipe closed) or hung (timed out): stop it for good
+            self.close()
+        return False
+
+    def close(self) -> None:
+        """Stop the helper (idempotent; also done when this object is garbage-collected)."""
+        self.alive = False
+        self._finalizer()
+
+
+def _serve(job: Callable[[int], None], commands: int, replies: int) -> None:
+    """The helper's whole life: run jobs until told to quit or orphaned; then ``os._exit``."""
+    status = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        while True:
+            command = os.read(commands, 1)
+            if not command or command == _QUIT:
+                break
+            try:
+                job(command[0])
+            except BaseException:  # the parent redoes the job; the helper stays usable
+                os.write(replies, _FAILED)
+            else:
+                os.write(replies, _DONE)
+    except BaseException:
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def _stop(pid: int, owner: int, to_helper: int, from_helper: int) -> None:
+    if os.getpid() != owner:  # a copy of this object in a process forked later: not ours
+        return
+    try:
+        os.write(to_helper, _QUIT)
+    except OSError:
+        pass
+    for fd in (to_helper, from_helper):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        # An idle helper exits within microseconds of reading _QUIT; one stuck in a job is not
+        # waited for.
+        for _ in range(200):
+            if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                return
+            time.sleep(0.001)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ChildProcessError, ProcessLookupError):
+        pass
