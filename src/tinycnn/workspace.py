@@ -22,11 +22,17 @@ with the memory traffic taken out, which is where an epoch's time goes (see
   call, in the layouts in which its products run fastest;
 * about a dozen NumPy calls per chunk: the loss's gradients and the partial kernel gradients
   go to buffers reduced once per call (the output bias's gradient is one product with ones);
-* the conv's ``dx`` is never formed (nobody needs it).
+* the conv's ``dx`` is never formed (nobody needs it);
+* in full-batch training on cache-sized chunks (digits-sized images), whose products OpenBLAS
+  runs on one core, the chunks are shared with helper processes forked from this one, one per
+  further CPU (``_helper_process.py``): parameters, targets and each share's results live in
+  memory both processes see, and the windows are shared from the fork on. Python threads
+  cannot do this: the GIL changes hands at each of the hundred short NumPy calls of an epoch.
 
 The results equal the reference's up to the order of floating-point sums (the tests pin them to
-1e-12 of the largest gradient entry, for any chunk size, windows cached or not); with the same
-shapes, the same inputs give bit-identical results every time.
+1e-12 of the largest gradient entry, for any chunk size, windows cached or not, in one process
+or several); with the same shapes and process count, the same inputs give bit-identical results
+every time, whether or not a helper answered.
 """
 
 from __future__ import annotations
