@@ -126,6 +126,33 @@ def test_a_helper_whose_job_raises_stays_usable_and_its_share_is_redone(monkeypa
     ws.close()
 
 
+def test_a_fork_that_fails_leaves_its_share_to_the_parent(monkeypatch):
+    X, T, params = problem()
+    expected = copied(
+        Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3).loss_and_grads(
+            params, X, T
+        )
+    )
+    forks = []
+
+    def fork_once():
+        if forks:
+            raise BlockingIOError("Resource temporarily unavailable")
+        forks.append(real_fork())
+        return forks[-1]
+
+    real_fork = os.fork
+    monkeypatch.setattr(os, "fork", fork_once)
+    ws = Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3)
+    monkeypatch.setattr(os, "fork", real_fork)
+    assert ws._helpers[0] is not None and ws._helpers[1] is None
+    result = ws.loss_and_grads(params, X, T)
+    assert result[0] == expected[0]
+    for a, b in zip(result[1], expected[1]):
+        np.testing.assert_array_equal(a, b)
+    ws.close()
+
+
 def test_a_hung_helper_is_stopped_after_the_timeout_and_its_share_redone():
     started = time.monotonic()
     helper = HelperProcess(lambda code: time.sleep(60))
@@ -162,7 +189,7 @@ def test_close_and_garbage_collection_stop_the_helpers():
     pids = [h.pid for h in ws._helpers]
     assert all(is_running(pid) for pid in pids)
     ws.close()
-    assert not any(is_running(pid) for pid in pids)
+    assert not any(is_running(pid) for pid in pids) and ws._helpers == [None, None]
     assert ws.loss_and_grads(params, X, T)[0] > 0  # still works, in this process alone
 
     ws = Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)

@@ -77,11 +77,16 @@ class HelperProcess:
     def __init__(self, job: Callable[[int], None]) -> None:
         to_helper_r, to_helper_w = os.pipe()
         from_helper_r, from_helper_w = os.pipe()
-        with warnings.catch_warnings():
-            # Python >= 3.12 warns about forking a process with threads (BLAS has some); the
-            # helper runs only NumPy code that was already running, no import, no lock of ours.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+        try:
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns about forking a process with threads (BLAS has some);
+                # the helper runs only NumPy code that already ran, no import, no lock of ours.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except OSError:
+            for fd in (to_helper_r, to_helper_w, from_helper_r, from_helper_w):
+                os.close(fd)
+            raise
         if pid == 0:  # the helper
             os.close(to_helper_w)
             os.close(from_helper_r)

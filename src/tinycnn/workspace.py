@@ -150,13 +150,14 @@ class Workspace:
                 "W_t_parts": ((n_procs, O, P * F), dt),
             }
         ).arrays
-        self.kernel_aug, self.W_pf, self.W_pf_t = (
-            shared["kernel_aug"],
-            shared["W_pf"],
-            shared["W_pf_t"],
-        )
-        self.b_fc, self.targets, self.dlogits = shared["b_fc"], shared["targets"], shared["dlogits"]
-        self.kernel_parts, self.loss_parts = shared["kernel_parts"], shared["loss_parts"]
+        self.kernel_aug = shared["kernel_aug"]
+        self.W_pf = shared["W_pf"]
+        self.W_pf_t = shared["W_pf_t"]
+        self.b_fc = shared["b_fc"]
+        self.targets = shared["targets"]
+        self.dlogits = shared["dlogits"]
+        self.kernel_parts = shared["kernel_parts"]
+        self.loss_parts = shared["loss_parts"]
         self.W_t_parts = shared["W_t_parts"]
 
         # One chunk's intermediates.
@@ -207,14 +208,19 @@ class Workspace:
         # Each process's contiguous share of the chunks of fixed_inputs (the first is ours),
         # then the helpers, forked last so that they share the windows made above.
         self._shares: list[tuple[int, int]] = []
-        self._helpers: list[HelperProcess] = []
+        self._helpers: list[HelperProcess | None] = []  # for shares 1, 2, ...; None: ours
         if fixed_inputs is not None:
             n_fixed = -(-fixed_inputs.shape[0] // n)
             bounds = [round(j * n_fixed / n_procs) for j in range(n_procs + 1)]
             self._shares = list(zip(bounds[:-1], bounds[1:]))
+            assert all(first < last for first, last in self._shares), self._shares
             self._plan(fixed_inputs.shape[0])
             for j in range(1, n_procs):
-                self._helpers.append(HelperProcess(self._helper_job(j)))
+                try:
+                    self._helpers.append(HelperProcess(self._helper_job(j)))
+                except OSError:  # no fork today (process limit, memory): we do that share
+                    self._helpers.append(None)
+            self._owner = os.getpid()
 
     def _chunk_views(self, m: int) -> _ChunkViews:
         """The buffers cut to ``m`` samples (made once per size)."""
@@ -306,13 +312,16 @@ class Workspace:
 
         n_chunks = len(self._plan(N))
         shares = [(0, n_chunks)]
-        helpers: list[HelperProcess] = []
+        helpers: list[HelperProcess | None] = []
         if X is self.fixed_inputs and self._shares:
             shares = self._shares
-            if self._helpers and self._helpers[0].owner == os.getpid():
+            # A copy of this workspace in a process forked later computes alone: the helpers
+            # answer to the process that forked them.
+            if self._owner == os.getpid():
                 helpers = self._helpers
         for helper in helpers:
-            helper.start(_LOSS_CODES[loss])
+            if helper is not None:
+                helper.start(_LOSS_CODES[loss])
         started = time.perf_counter()
         self._run_share(X, N, loss, 0, shares[0])
         # A helper that failed, died or hangs (60 s plus 50 times our own share's time) has its
@@ -383,8 +392,9 @@ class Workspace:
     def close(self) -> None:
         """Stop the helper processes (the workspace still works, in this process alone)."""
         for helper in self._helpers:
-            helper.close()
-        self._helpers = []
+            if helper is not None:
+                helper.close()
+        self._helpers = [None] * len(self._helpers)
 
 
 _LOSS_NAMES = sorted(LOSSES)
