@@ -66,6 +66,12 @@ MIN_CHUNKS_PER_PROCESS = 4
 # The most processes a workspace uses; the environment variable TINYCNN_PROCESSES lowers it
 # (1: never fork a helper).
 MAX_PROCESSES = 8
+# Helpers are kept only if the calls they take part in take at most this fraction of a call
+# without them (measured on the 2nd to 4th calls). Where a BLAS library does thread a chunk's
+# products after all, two processes each running its threads on the same cores are many times
+# slower, not faster. Who computes a share never changes the result: the shares, and the order
+# in which they are added, are fixed; so this timing decides speed only, never the numbers.
+HELPER_MIN_GAIN = 0.9
 
 # The dense forward product runs on W_fc with its O columns padded by zeros to a multiple of
 # this: BLAS kernels work on column blocks of 8 or 16, and a width like 10 takes a slow path.
@@ -211,7 +217,9 @@ class Workspace:
         self._helpers: list[HelperProcess | None] = []  # for shares 1, 2, ...; None: ours
         if fixed_inputs is not None:
             n_fixed = -(-fixed_inputs.shape[0] // n)
-            bounds = [round(j * n_fixed / n_procs) for j in range(n_procs + 1)]
+            # Near-equal shares, the larger ones ours: a helper starts its share only once our
+            # message has woken it up, and we add up the shares after.
+            bounds = [n_fixed - (n_procs - j) * n_fixed // n_procs for j in range(n_procs + 1)]
             self._shares = list(zip(bounds[:-1], bounds[1:]))
             assert all(first < last for first, last in self._shares), self._shares
             self._plan(fixed_inputs.shape[0])
@@ -221,6 +229,9 @@ class Workspace:
                 except OSError:  # no fork today (process limit, memory): we do that share
                     self._helpers.append(None)
             self._owner = os.getpid()
+        # The first calls with helpers: see HELPER_MIN_GAIN.
+        self._probe_calls = 0
+        self._probe_times: dict[str, list[float]] = {"with": [], "alone": []}
 
     def _chunk_views(self, m: int) -> _ChunkViews:
         """The buffers cut to ``m`` samples (made once per size)."""
@@ -313,12 +324,19 @@ class Workspace:
         n_chunks = len(self._plan(N))
         shares = [(0, n_chunks)]
         helpers: list[HelperProcess | None] = []
+        probe_step = None
         if X is self.fixed_inputs and self._shares:
             shares = self._shares
             # A copy of this workspace in a process forked later computes alone: the helpers
             # answer to the process that forked them.
-            if self._owner == os.getpid():
+            if self._owner == os.getpid() and any(self._helpers):
                 helpers = self._helpers
+                if self._probe_calls < len(_PROBE):
+                    probe_step = _PROBE[self._probe_calls]
+                    self._probe_calls += 1
+                    if probe_step == "alone":
+                        helpers = []
+        call_started = time.perf_counter()
         for helper in helpers:
             if helper is not None:
                 helper.start(_LOSS_CODES[loss])
@@ -332,6 +350,12 @@ class Workspace:
             if helper is None or not helper.wait(timeout):
                 self._run_share(X, N, loss, j, shares[j])
 
+        if probe_step in self._probe_times:
+            self._probe_times[probe_step].append(time.perf_counter() - call_started)
+            if self._probe_calls == len(_PROBE):
+                with_helpers, alone = min(self._probe_times["with"]), self._probe_times["alone"][0]
+                if with_helpers > HELPER_MIN_GAIN * alone:
+                    self.close()
         total = float(self.loss_parts[0])
         g_W_t = self.W_t_parts[0]  # (O, P*F)
         for j in range(1, len(shares)):  # in a fixed order
@@ -397,6 +421,9 @@ class Workspace:
         self._helpers = [None] * len(self._helpers)
 
 
+# The first four calls with helpers: the first not timed (copy-on-write faults and cold caches
+# in the helpers), then with, without and with them.
+_PROBE = ("warm-up", "with", "alone", "with")
 _LOSS_NAMES = sorted(LOSSES)
 _LOSS_CODES = {name: code for code, name in enumerate(_LOSS_NAMES)}
 
