@@ -263,6 +263,36 @@ def test_a_process_forked_later_computes_alone_and_leaves_the_parents_helper_alo
     ws.close()
 
 
+def test_without_forking_the_same_shares_give_the_same_bits():
+    """fork_helpers=False (short runs) keeps the split into shares: identical numbers."""
+    X, T, params = problem()
+    results = []
+    for fork in (True, False):
+        ws = Workspace(
+            SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3, fork_helpers=fork
+        )
+        assert all(h is not None for h in ws._helpers) == fork
+        results.append(copied(ws.loss_and_grads(params, X, T)))
+        ws.close()
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_short_runs_fork_no_helper(monkeypatch):
+    from tinycnn import training
+
+    monkeypatch.setattr(workspace_module, "available_cpus", lambda: 2)
+    monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
+    X, T, params = problem(n=1200)  # 9 chunks of up to 141 samples: two processes
+    assert SPEC.chunk_size() == 141
+    short = training.make_workspace(params, SPEC, X, epochs=training.MIN_EPOCHS_FOR_HELPERS - 1)
+    long = training.make_workspace(params, SPEC, X, epochs=training.MIN_EPOCHS_FOR_HELPERS)
+    assert short.processes == long.processes == 2
+    assert short._helpers == [None] and long._helpers[0] is not None
+    long.close()
+
+
 def test_train_cnn_with_helpers_equals_train_cnn_without(monkeypatch):
     """End to end, on digits-sized data with enough chunks for two processes."""
     rng = np.random.default_rng(3)

@@ -125,14 +125,26 @@ def _step(X, T, params, spec, optimizer, epoch, loss, l2, workspace) -> float:
     return value
 
 
+# Fewer epochs than this are run without helper processes (forking one and warming it up costs
+# about as much as an epoch of digits); the chunks are shared out the same way, so the numbers
+# do not change.
+MIN_EPOCHS_FOR_HELPERS = 8
+
+
 def make_workspace(
-    params: ConvNetParams, spec: ConvNetSpec, X: np.ndarray, batch_size: int | None = None
+    params: ConvNetParams,
+    spec: ConvNetSpec,
+    X: np.ndarray,
+    batch_size: int | None = None,
+    epochs: int | None = None,
 ) -> Workspace:
     """The workspace :func:`train` uses for ``X`` ``(N, C, H, W)``: bound to ``X`` itself in
-    full-batch training (``batch_size`` None or ``>= N``), else sized for one batch."""
+    full-batch training (``batch_size`` None or ``>= N``), else sized for one batch. For a run
+    of fewer than :data:`MIN_EPOCHS_FOR_HELPERS` ``epochs`` it forks no helper process."""
     N = X.shape[0]
     if batch_size is None or batch_size >= N:
-        return Workspace(spec, params.W_fc.dtype, N, fixed_inputs=X)
+        helpers = epochs is None or epochs >= MIN_EPOCHS_FOR_HELPERS
+        return Workspace(spec, params.W_fc.dtype, N, fixed_inputs=X, fork_helpers=helpers)
     return Workspace(spec, params.W_fc.dtype, batch_size)
 
 
@@ -182,7 +194,7 @@ def train(
     """
     history = history if history is not None else History()
     if workspace is None and epochs > 0 and X.dtype == params.W_fc.dtype:
-        workspace = make_workspace(params, spec, X, batch_size)
+        workspace = make_workspace(params, spec, X, batch_size, epochs)
     for _ in range(epochs):
         epoch = history.epochs_run + 1
         snapshot = params.copy() if restore_on_divergence else None

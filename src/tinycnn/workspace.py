@@ -106,8 +106,9 @@ class Workspace:
     use, at most :data:`MAX_PROCESSES` or the environment variable ``TINYCNN_PROCESSES``, and
     only as many as have :data:`MIN_CHUNKS_PER_PROCESS` chunks each. The split is a fixed
     function of the shapes and the process count, so results are bit-reproducible for a given
-    count; they differ between counts only in the order of the last sums. :meth:`close` stops
-    the helpers (so does garbage collection).
+    count; they differ between counts only in the order of the last sums. With
+    ``fork_helpers=False`` (short runs) this process computes every share itself, with the same
+    numbers. :meth:`close` stops the helpers (so does garbage collection).
 
     The gradients returned by :meth:`loss_and_grads` are views of this workspace's buffers: they
     are overwritten by the next call (the optimizer may overwrite them too).
@@ -123,6 +124,7 @@ class Workspace:
         cache_bytes: int = CACHE_BYTES,
         chunk_size: int | None = None,
         processes: int | None = None,
+        fork_helpers: bool = True,
     ) -> None:
         dt = np.dtype(dtype)
         F, O, C, k = spec.n_filters, spec.n_outputs, spec.in_channels, spec.kernel_size
@@ -224,10 +226,13 @@ class Workspace:
             assert all(first < last for first, last in self._shares), self._shares
             self._plan(fixed_inputs.shape[0])
             for j in range(1, n_procs):
-                try:
-                    self._helpers.append(HelperProcess(self._helper_job(j)))
-                except OSError:  # no fork today (process limit, memory): we do that share
-                    self._helpers.append(None)
+                helper = None  # we do that share ourselves
+                if fork_helpers:
+                    try:
+                        helper = HelperProcess(self._helper_job(j))
+                    except OSError:  # no fork today (process limit, memory)
+                        pass
+                self._helpers.append(helper)
             self._owner = os.getpid()
         # The first calls with helpers: see HELPER_MIN_GAIN.
         self._probe_calls = 0
