@@ -35,6 +35,35 @@ def problem(n: int = 23, seed: int = 0):
     return X, T, init_params_he(SPEC, rng)
 
 
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is ``pid``, zombies included (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_helper_outlives_its_test():
+    """Every test here must leave no child process behind, running or unreaped."""
+    before = set(children_of(os.getpid()))
+    yield
+    import gc
+
+    gc.collect()  # workspaces a test dropped: their finalizers stop their helpers
+    deadline = time.monotonic() + 5
+    while (left := set(children_of(os.getpid())) - before) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not left, f"child processes left behind: {sorted(left)}"
+
+
 def is_running(pid: int) -> bool:
     """False once ``pid`` has exited (a zombie nobody reaped yet counts as exited)."""
     try:
