@@ -114,7 +114,9 @@ class HelperProcess:
     def wait(self, timeout: float) -> bool:
         if not self.alive:
             return False
-        ready, _, _ = select.select([self._from], [], [], timeout)
+        poller = select.poll()  # not select.select: it fails on descriptors past 1023
+        poller.register(self._from, select.POLLIN)
+        ready = poller.poll(timeout * 1000)
         reply = os.read(self._from, 1) if ready else b""
         self.busy = False
         if reply == _DONE:
