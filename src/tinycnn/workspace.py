@@ -67,11 +67,12 @@ MIN_CHUNKS_PER_PROCESS = 4
 # (1: never fork a helper).
 MAX_PROCESSES = 8
 # Helpers are kept only if the calls they take part in take at most this fraction of a call
-# without them (measured on the 2nd to 4th calls). Where a BLAS library does thread a chunk's
-# products after all, two processes each running its threads on the same cores are many times
-# slower, not faster. Who computes a share never changes the result: the shares, and the order
-# in which they are added, are fixed; so this timing decides speed only, never the numbers.
-HELPER_MIN_GAIN = 0.9
+# without them (the fastest of three of each, on the 2nd to 7th calls). Where a BLAS library
+# does thread a chunk's products after all, two processes each running its threads on the same
+# cores are many times slower, not faster. Who computes a share never changes the result: the
+# shares, and the order in which they are added, are fixed; so this timing decides speed only,
+# never the numbers.
+HELPER_MIN_GAIN = 0.95
 
 # The dense forward product runs on W_fc with its O columns padded by zeros to a multiple of
 # this: BLAS kernels work on column blocks of 8 or 16, and a width like 10 takes a slow path.
@@ -358,7 +359,10 @@ class Workspace:
         if probe_step in self._probe_times:
             self._probe_times[probe_step].append(time.perf_counter() - call_started)
             if self._probe_calls == len(_PROBE):
-                with_helpers, alone = min(self._probe_times["with"]), self._probe_times["alone"][0]
+                with_helpers, alone = (
+                    min(self._probe_times["with"]),
+                    min(self._probe_times["alone"]),
+                )
                 if with_helpers > HELPER_MIN_GAIN * alone:
                     self.close()
         total = float(self.loss_parts[0])
@@ -426,9 +430,10 @@ class Workspace:
         self._helpers = [None] * len(self._helpers)
 
 
-# The first four calls with helpers: the first not timed (copy-on-write faults and cold caches
-# in the helpers), then with, without and with them.
-_PROBE = ("warm-up", "with", "alone", "with")
+# The first calls with helpers: the first not timed (copy-on-write faults and cold caches in
+# the helpers), then with and without them in turn, three of each: the fastest of each is
+# compared, so that one call slowed by another program does not decide.
+_PROBE = ("warm-up", "with", "alone", "with", "alone", "with", "alone")
 _LOSS_NAMES = sorted(LOSSES)
 _LOSS_CODES = {name: code for code, name in enumerate(_LOSS_NAMES)}
 
