@@ -77,11 +77,17 @@ class ConvNetSpec:
             "b_fc": (self.n_outputs,),
         }
 
+    @property
+    def numbers_per_sample(self) -> int:
+        """What one sample takes in a chunk: its windows ``C*k*k * P``, a row of ones ``P`` and
+        its activations ``F * P`` (``P = out_h * out_w``)."""
+        P = self.out_h * self.out_w
+        return (self.in_channels * self.kernel_size**2 + 1 + self.n_filters) * P
+
     def chunk_size(self) -> int:
         """Samples per chunk: a fixed function of the shapes, never of timings, so that results
         are reproducible (see :data:`CHUNK_ELEMENTS`)."""
-        P = self.out_h * self.out_w
-        per_sample = max(1, (self.in_channels * self.kernel_size**2 + 1 + self.n_filters) * P)
+        per_sample = max(1, self.numbers_per_sample)
         n = CHUNK_ELEMENTS // per_sample
         if n >= MIN_CHUNK_SAMPLES:
             return n
@@ -119,10 +125,8 @@ def check_fits_in_memory(
     windows and activations (the least any forward pass holds) exceed this machine's memory:
     such a run could only end in a MemoryError or in swapping. ``filters_name`` is what the
     caller's users call the number of filters."""
-    P = spec.out_h * spec.out_w
     n_params = sum(math.prod(shape) for shape in spec.param_shapes.values())
-    per_sample = (spec.in_channels * spec.kernel_size**2 + 1 + spec.n_filters) * P
-    need = (n_params + per_sample) * np.dtype(dtype).itemsize
+    need = (n_params + spec.numbers_per_sample) * np.dtype(dtype).itemsize
     have = _memory_bytes()
     if have is not None and need > have:
         raise ValueError(

@@ -139,7 +139,7 @@ class Workspace:
 
         n_procs = 1
         if fixed_inputs is not None:
-            cache_sized = (R + F) * P * n <= CHUNK_ELEMENTS
+            cache_sized = spec.numbers_per_sample * n <= CHUNK_ELEMENTS
             n_procs = _process_count(processes, -(-fixed_inputs.shape[0] // n), cache_sized)
         self.processes = n_procs
         # What every process of the call reads or writes, in memory shared with the helpers.
@@ -385,10 +385,11 @@ class Workspace:
         kernel_aug_t, W_pf, W_pf_t = self.kernel_aug.T, self.W_pf, self.W_pf_t
         T, b_fc, g_W_t, part_W_t = self.targets, self.b_fc, self.W_t_parts[slot], self.part_W_pf_t
         fixed = X is self.fixed_inputs
+        plan = self._plan(N)
         total = 0.0
         first, last = share
         for i in range(first, last):
-            start, stop, v, kept = self._plan(N)[i]
+            start, stop, v, kept = plan[i]
             cols = kept if fixed and kept is not None else self._chunk_cols(X, start, v)  # (R, m*P)
             act, features, logits = v.act, v.features, v.logits
             np.matmul(cols.T, kernel_aug_t, out=act)  # conv + bias
