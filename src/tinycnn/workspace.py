@@ -342,11 +342,10 @@ class Workspace:
                     self._probe_calls += 1
                     if probe_step == "alone":
                         helpers = []
-        call_started = time.perf_counter()
+        started = time.perf_counter()
         for helper in helpers:
             if helper is not None:
                 helper.start(_LOSS_CODES[loss])
-        started = time.perf_counter()
         self._run_share(X, N, loss, 0, shares[0])
         # A helper that failed, died or hangs (60 s plus 50 times our own share's time) has its
         # share done here, in the same order: the result is the same either way.
@@ -355,16 +354,9 @@ class Workspace:
             helper = helpers[j - 1] if helpers else None
             if helper is None or not helper.wait(timeout):
                 self._run_share(X, N, loss, j, shares[j])
+        if probe_step is not None:
+            self._record_probe(probe_step, time.perf_counter() - started)
 
-        if probe_step in self._probe_times:
-            self._probe_times[probe_step].append(time.perf_counter() - call_started)
-            if self._probe_calls == len(_PROBE):
-                with_helpers, alone = (
-                    min(self._probe_times["with"]),
-                    min(self._probe_times["alone"]),
-                )
-                if with_helpers > HELPER_MIN_GAIN * alone:
-                    self.close()
         total = float(self.loss_parts[0])
         g_W_t = self.W_t_parts[0]  # (O, P*F)
         for j in range(1, len(shares)):  # in a fixed order
@@ -422,6 +414,16 @@ class Workspace:
                 self._run_share(X, N, _LOSS_NAMES[code], slot, share)
 
         return job
+
+    def _record_probe(self, step: str, seconds: float) -> None:
+        """Note one of the first calls (see :data:`_PROBE`); after the last, stop the helpers
+        unless their fastest call beats the fastest without them (:data:`HELPER_MIN_GAIN`)."""
+        if step in self._probe_times:  # the warm-up call is not timed
+            self._probe_times[step].append(seconds)
+        if self._probe_calls == len(_PROBE):
+            with_helpers, alone = min(self._probe_times["with"]), min(self._probe_times["alone"])
+            if with_helpers > HELPER_MIN_GAIN * alone:
+                self.close()
 
     def close(self) -> None:
         """Stop the helper processes (the workspace still works, in this process alone)."""
