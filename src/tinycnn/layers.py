@@ -578,7 +578,6 @@ class _DenseRunner(_Runner):
 
     def plan(self, chunk):
         D, dt = self.in_shape[0], self.dtype
-        self._order = hwc_order(self.in_perm)
         self.out = np.zeros((chunk, self.units_pad), dtype=dt)
         self.part = np.zeros((self.layer.units, D), dtype=dt)
         self.dx = None
@@ -589,7 +588,11 @@ class _DenseRunner(_Runner):
         W, b = params
         O = self.layer.units
         Wp = self.shared["W"][:, :O]  # the padding columns stay 0
-        np.copyto(Wp, W if self._order is None else W[self._order])
+        if self.in_perm is None:
+            np.copyto(Wp, W)
+        else:  # rows from (C, H, W) order to the (H, W, C) order of the features: a strided copy
+            C, H, Wd = self.in_perm
+            np.copyto(Wp.reshape(H, Wd, C, O), W.reshape(C, H, Wd, O).transpose(1, 2, 0, 3))
         np.copyto(self.shared["W_t"], Wp.T)
         np.copyto(self.shared["b"], b)
 
@@ -623,8 +626,10 @@ class _DenseRunner(_Runner):
             total_t += dW_t[j]
             total_b += db[j]
         dW = np.empty((self.in_shape[0], self.layer.units), dtype=self.dtype)
-        if self._order is None:
+        if self.in_perm is None:
             np.copyto(dW, total_t.T)
-        else:
-            dW[self._order] = total_t.T
+        else:  # rows back from (H, W, C) to (C, H, W) order
+            C, H, Wd = self.in_perm
+            O = self.layer.units
+            np.copyto(dW.reshape(C, H, Wd, O), total_t.T.reshape(H, Wd, C, O).transpose(2, 0, 1, 3))
         return [dW, total_b]
