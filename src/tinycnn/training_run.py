@@ -38,7 +38,7 @@ import numpy as np
 
 from ._files import remove_stale_temporaries, write_json
 from ._version import __version__
-from .apply import CLASSIFICATION_PICTURES, REGRESSION_PICTURES
+from .apply import CLASSIFICATION_PICTURES, REGRESSION_PICTURES, draw_evaluation
 from .datasets import DatasetInfo, load_dataset, split_dataset
 
 MODEL = "model.npz"
@@ -545,7 +545,6 @@ def _draw(
 ) -> tuple[str, ...]:
     """Draw every picture of the run; return their file names."""
     from . import plots
-    from .apply import draw_evaluation
 
     train_loss = list(est.loss_curve_)
     test_loss = curves["test_loss"] if len(curves["test_loss"]) == len(train_loss) else None
