@@ -125,17 +125,18 @@ class ReLU:
 
 
 @dataclass(frozen=True)
-class MaxPool2d:
-    """Maximum over ``size x size`` windows every ``stride`` (default ``size``) pixels, per
-    channel: ``(C, H, W) -> (C, (H - size)//stride + 1, (W - size)//stride + 1)``; a partial
-    window at the edge is dropped. A tie sends the gradient to the window's first maximum in
-    row-major order."""
+class _Pool2d:
+    """What max and average pooling share: a ``size x size`` window every ``stride`` (default
+    ``size``) pixels, per channel, no parameters."""
 
     size: int
     stride: int | None = None
 
     def __post_init__(self) -> None:
-        _check_pool_args(self)
+        kind = type(self).__name__
+        object.__setattr__(self, "size", check_int(f"{kind} size", self.size, 1))
+        if self.stride is not None:
+            object.__setattr__(self, "stride", check_int(f"{kind} stride", self.stride, 1))
 
     def output_shape(self, shape: Shape) -> Shape:
         return _pool_output_shape(self, shape)
@@ -148,34 +149,20 @@ class MaxPool2d:
 
 
 @dataclass(frozen=True)
-class AvgPool2d:
+class MaxPool2d(_Pool2d):
+    """Maximum over ``size x size`` windows every ``stride`` (default ``size``) pixels, per
+    channel: ``(C, H, W) -> (C, (H - size)//stride + 1, (W - size)//stride + 1)``; a partial
+    window at the edge is dropped. A tie sends the gradient to the window's first maximum in
+    row-major order."""
+
+
+@dataclass(frozen=True)
+class AvgPool2d(_Pool2d):
     """Mean over ``size x size`` windows every ``stride`` (default ``size``) pixels, per channel;
     shapes as :class:`MaxPool2d`. Its gradient spreads ``dout / size**2`` over each window."""
 
-    size: int
-    stride: int | None = None
 
-    def __post_init__(self) -> None:
-        _check_pool_args(self)
-
-    def output_shape(self, shape: Shape) -> Shape:
-        return _pool_output_shape(self, shape)
-
-    def param_shapes(self, shape: Shape) -> list[Shape]:
-        return []
-
-    def runner(self, shape: Shape, dtype: np.dtype, first: bool, protected: bool) -> _Runner:
-        return _PoolRunner(self, shape, dtype, first, protected)
-
-
-def _check_pool_args(layer: MaxPool2d | AvgPool2d) -> None:
-    kind = type(layer).__name__
-    object.__setattr__(layer, "size", check_int(f"{kind} size", layer.size, 1))
-    if layer.stride is not None:
-        object.__setattr__(layer, "stride", check_int(f"{kind} stride", layer.stride, 1))
-
-
-def _pool_output_shape(layer: MaxPool2d | AvgPool2d, shape: Shape) -> Shape:
+def _pool_output_shape(layer: _Pool2d, shape: Shape) -> Shape:
     C, H, W = _spatial(layer, shape)
     size, stride = layer.size, layer.size if layer.stride is None else layer.stride
     if size > H or size > W:
