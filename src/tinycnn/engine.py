@@ -95,11 +95,10 @@ def build_runners(net: Sequential, dtype: np.dtype) -> list[_Runner]:
         if isinstance(layer, ReLU) or (isinstance(layer, Flatten) and len(shape) == 1):
             runner.out_perm = perm  # elementwise or a no-op: the features keep their order
         perm = runner.out_perm
-        if isinstance(layer, Flatten):
-            protected = protected  # a view of its input
-        elif isinstance(layer, ReLU):
+        # Flatten's output is a view of its input: it stays as protected as that input.
+        if isinstance(layer, ReLU):
             protected = False  # in place on an unprotected input, or a buffer of its own
-        else:
+        elif not isinstance(layer, Flatten):
             protected = runner.needs_output
         runners.append(runner)
     return runners

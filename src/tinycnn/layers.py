@@ -245,7 +245,6 @@ class _Runner:
         self.first, self.protected = first, protected
         self.in_perm: np.ndarray | None = None
         self.out_perm: np.ndarray | None = None
-        self.input_nchw = first  # the first layer reads the user's (m, C, H, W) slice
 
     def per_sample(self) -> int:
         """Numbers one sample takes in this runner's buffers (for the engine's chunk size)."""
@@ -269,8 +268,9 @@ class _Runner:
 
     def _images(self, x: np.ndarray) -> np.ndarray:
         """The input as channels-last ``(m, H, W, C)``: a transposed view of a first layer's
-        ``(m, C, H, W)`` input (the elementwise ops and pooling taps accept any strides)."""
-        return x.transpose(0, 2, 3, 1) if self.input_nchw else x
+        ``(m, C, H, W)`` input, which the first layer always gets (the elementwise ops and
+        pooling taps accept any strides)."""
+        return x.transpose(0, 2, 3, 1) if self.first else x
 
 
 class _ConvRunner(_Runner):
@@ -381,7 +381,7 @@ class _ConvRunner(_Runner):
         cols = self.cols[: m * P * R].reshape(m * P, R)
         windows = sliding_window_view(x, (k, k), axis=(1, 2))[:, ::s, ::s][:, :oh, :ow]
         target = cols[:, : R - 1].reshape(m, oh, ow, k, k, -1)
-        assert np.shares_memory(target, cols)
+        assert np.may_share_memory(target, cols)  # a view (a bounds check: cheap per chunk)
         np.copyto(target, windows.transpose(0, 1, 2, 4, 5, 3))  # (m, H', W', k, k, C)
         cols[:, R - 1] = 1  # every time: the backward pass reuses this buffer for dcols
         return cols
