@@ -150,5 +150,39 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
     )
     record = json.loads((out / "run.json").read_text())
     assert len(record["sessions"]) >= 3
-    # Temporary files of killed writers are cleaned up by the next run.
-    assert not [p for p in os.listdir(out) if p.startswith(".")]
+    # Temporary files of killed writers are cleaned up by the next run; the lock file stays.
+    assert sorted(p for p in os.listdir(out) if p.startswith(".")) == [".tinycnn-lock"]
+
+
+def test_sigterm_stops_like_ctrl_c_and_resumes_to_the_uninterrupted_weights(tmp_path):
+    reference_out = tmp_path / "reference"
+    reference = start(reference_out, resume=False)
+    out = tmp_path / "terminated"
+    checkpoint = out / "checkpoint.npz"
+    proc = start(out, resume=False)
+    assert wait_for(checkpoint.exists, proc), "the run ended before its first checkpoint"
+    before = checkpoint_mark(checkpoint)
+    # Just as a checkpoint is replaced: the signal most likely lands during a write.
+    assert wait_for(lambda: checkpoint_mark(checkpoint) != before, proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    err = err.decode()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "interrupted by SIGTERM" in lines[0] and "--resume" in lines[0]
+    assert str(checkpoint) in lines[0]
+    assert not [p for p in os.listdir(out) if p.startswith(".tinycnn-tmp-")]
+    epoch = checkpoint_epoch(checkpoint)  # complete and loadable
+    assert 0 < epoch < EPOCHS
+
+    final = start(out, resume=True)
+    _, err = final.communicate(timeout=TIMEOUT)
+    assert final.returncode == 0, err.decode()
+    _, err = reference.communicate(timeout=TIMEOUT)
+    assert reference.returncode == 0, err.decode()
+    expected = model_arrays(reference_out / "model.npz")
+    resumed = model_arrays(out / "model.npz")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
