@@ -8,9 +8,14 @@ Run ``make bench`` (or ``python bench/bench.py --help``). What is measured, and 
   (the code path ``train_cnn`` takes) and by the same model in PyTorch (``nn.Conv2d``,
   ``nn.Linear``, ``mse_loss``, ``optim.SGD``, 2 threads). Both run alternately in one process,
   each round training a fresh copy of the same initial weights for a fixed number of epochs
-  (ours includes building its workspace, e.g. unfolding X once); after a warm-up round, the
+  (ours includes building its engine and a first call that unfolds X); after a warm-up round, the
   quoted ratio is the median of the per-round ratios, so load from other processes on the
   machine cancels out as far as it can.
+* Mini-batches: one epoch of Adam (lr 1e-3) on batches of 64 in a shuffled order, softmax
+  cross-entropy, through ``tinycnn.training.train`` (the path the estimators take) and through
+  the same ``torch.nn.Sequential`` with ``torch.optim.Adam`` on the same batches, for the stacks
+  ``one`` (4000x1x28x28, conv16 k5 pad 2 -> ReLU -> dense 10) and ``lenet`` (LeNet-5), both
+  dtypes, alternately, median of per-round ratios.
 * M with one filter, float64, against ``tinycnn.naive.train_cnn`` (the seed's algorithm as plain
   loops), alternately too.
 * Peak memory growth while training L in float32: the resident-set high-water mark above the
@@ -39,10 +44,10 @@ from pathlib import Path
 import numpy as np
 
 import tinycnn
-from tinycnn import naive
+from tinycnn import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, Sequential, naive
 from tinycnn.network import ConvNetSpec, init_params_seed
-from tinycnn.optim import SGD
-from tinycnn.training import make_workspace, train
+from tinycnn.optim import SGD, Adam
+from tinycnn.training import make_engine, train
 
 HERE = Path(__file__).resolve().parent
 PEAK_GFLOPS = {"float32": 235.0, "float64": 120.0}
@@ -93,6 +98,31 @@ WORKLOADS = {
 }
 
 
+# Mini-batch stacks: (samples, input shape, layers); batches of 64, Adam at 1e-3.
+MINI_BATCH, MINI_LR = 64, 1e-3
+MINI_STACKS = {
+    "one": (4000, (1, 28, 28), [Conv2d(16, 5, pad=2), ReLU(), Flatten(), Dense(10)]),
+    "lenet": (
+        4000,
+        (1, 28, 28),
+        [
+            Conv2d(6, 5, pad=2),
+            ReLU(),
+            MaxPool2d(2),
+            Conv2d(16, 5),
+            ReLU(),
+            MaxPool2d(2),
+            Flatten(),
+            Dense(120),
+            ReLU(),
+            Dense(84),
+            ReLU(),
+            Dense(10),
+        ],
+    ),  # fmt: skip
+}
+
+
 def make_data(w: Workload, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Images uniform in [0, 1) and one-hot targets (uniform targets when O = 1), seed 0.
 
@@ -116,30 +146,33 @@ def initial_params(spec: ConvNetSpec, dtype):
 class Ours:
     """tinycnn's full-batch epochs through ``training.train``, as ``train_cnn`` runs them.
 
-    ``train`` builds a workspace for its run (buffers, and X's windows unfolded once); here it
-    is built once, timed apart (``setup_ms``), and kept across rounds, so that the rounds time
-    the epochs themselves, as PyTorch's rounds do once its allocator is warm.
+    ``train`` builds an engine for its run (buffers, helper processes); here it is built once,
+    timed apart (``setup_ms``) with a first call that unfolds X's windows, and kept across
+    rounds, so that the rounds time the epochs themselves, as PyTorch's rounds do once its
+    allocator is warm.
     """
 
     def __init__(self, spec: ConvNetSpec, X, T, dtype):
         self.spec, self.X, self.T = spec, X, T
         self.init = initial_params(spec, dtype)
         start = time.perf_counter()
-        self.workspace = make_workspace(self.init, spec, X)
+        self.net = spec.sequential()
+        self.engine = make_engine(self.net, dtype, X)
+        self.engine.loss_and_grads(list(self.init), X, T, "mse")  # windows kept from here on
         self.setup_ms = (time.perf_counter() - start) * 1e3
         self.last_loss = float("nan")
 
     def run(self, epochs: int) -> None:
         params = self.init.copy()
         history = train(
+            self.net,
             params,
-            self.spec,
             self.X,
             self.T,
             SGD(LR),
             epochs,
             loss="mse",
-            workspace=self.workspace,
+            engine=self.engine,
         )
         self.last_loss = history.loss_curve[-1]
 
@@ -191,6 +224,86 @@ class Torch:
             loss.backward()
             opt.step()
         self.last_loss = loss.item()
+
+
+def mini_data(name: str, dtype, scale: float = 1.0) -> tuple[Sequential, np.ndarray, np.ndarray]:
+    """The stack, images uniform in [0, 1) and one-hot targets of 10 classes, seed 0;
+    ``scale`` times the stack's number of samples."""
+    n, shape, layers = MINI_STACKS[name]
+    n = max(MINI_BATCH + 1, round(n * scale))
+    rng = np.random.default_rng(0)
+    X = rng.random((n, *shape), dtype=np.float32).astype(dtype)
+    T = np.eye(10, dtype=dtype)[rng.integers(0, 10, n)]
+    return Sequential(layers, shape), X, T
+
+
+class MiniOurs:
+    """Mini-batch epochs of ``net`` through ``training.train`` (the estimators' path), from the
+    same initial weights every round; the engine is built inside the timed call."""
+
+    def __init__(self, net: Sequential, X, T, dtype):
+        self.net, self.X, self.T = net, X, T
+        self.init = net.init_params(0, dtype)
+        self.last_loss = float("nan")
+
+    def run(self, epochs: int) -> None:
+        params = [p.copy() for p in self.init]
+        history = train(
+            self.net, params, self.X, self.T, Adam(MINI_LR), epochs,
+            loss="softmax_cross_entropy", batch_size=MINI_BATCH, rng=np.random.default_rng(0),
+        )  # fmt: skip
+        self.last_loss = history.loss_curve[-1]
+
+
+class MiniTorch:
+    """The same stack as a ``torch.nn.Sequential``, on the same batches in the same order."""
+
+    def __init__(self, torch, net: Sequential, X, T, dtype):
+        self.torch = torch
+        tdtype = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
+        init = net.init_params(0, dtype)
+        modules, self.params, i = [], [], 0
+        for layer, shape in zip(net.layers, net.shapes):
+            if isinstance(layer, Conv2d):
+                m = torch.nn.Conv2d(shape[0], layer.filters, layer.kernel_size, layer.stride,
+                                    layer.pad).to(tdtype)  # fmt: skip
+                values = (init[i], init[i + 1])
+            elif isinstance(layer, Dense):
+                m = torch.nn.Linear(shape[0], layer.units).to(tdtype)
+                values = (init[i].T.copy(), init[i + 1])
+            else:
+                kind = {ReLU: "ReLU", MaxPool2d: "MaxPool2d", AvgPool2d: "AvgPool2d"}
+                name = kind.get(type(layer), "Flatten")
+                args = () if name in ("ReLU", "Flatten") else (layer.size, layer.stride)
+                modules.append(getattr(torch.nn, name)(*args))
+                continue
+            self.params += [(m.weight, torch.from_numpy(values[0].copy())),
+                            (m.bias, torch.from_numpy(values[1].copy()))]  # fmt: skip
+            modules.append(m)
+            i += 2
+        self.module = torch.nn.Sequential(*modules)
+        self.X, self.T = torch.from_numpy(X), torch.from_numpy(T)
+        self.last_loss = float("nan")
+
+    def run(self, epochs: int) -> None:
+        torch = self.torch
+        with torch.no_grad():
+            for p, v in self.params:
+                p.copy_(v)
+        opt = torch.optim.Adam([p for p, _ in self.params], lr=MINI_LR)
+        rng, N = np.random.default_rng(0), self.X.shape[0]
+        for _ in range(epochs):
+            order = torch.from_numpy(rng.permutation(N))
+            total = 0.0
+            for start in range(0, N, MINI_BATCH):
+                idx = order[start : start + MINI_BATCH]
+                opt.zero_grad()
+                out = self.module(self.X[idx])
+                loss = -(self.T[idx] * torch.log_softmax(out, dim=1)).sum() / len(idx)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            self.last_loss = total / N
 
 
 def alternate(
@@ -267,7 +380,7 @@ def memory_child(library: str, workload: str, dtype: str) -> None:
     X, T = make_data(w, dtype)
     spec = w.spec()
 
-    def train_two_epochs():  # the model and the workspace are part of what is measured
+    def train_two_epochs():  # the model and the engine are part of what is measured
         runner = Torch(torch, spec, X, T, dtype) if torch else Ours(spec, X, T, dtype)
         runner.run(2)
 
@@ -346,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
         "--epochs-scale", type=float, default=1.0, help="scale the epochs per round (e.g. 0.2)"
     )
     parser.add_argument("--no-loops", action="store_true", help="skip the plain-loop timing")
+    parser.add_argument("--no-minibatch", action="store_true", help="skip the mini-batch stacks")
+    parser.add_argument(
+        "--mini-scale", type=float, default=1.0, help="scale the mini-batch samples (e.g. 0.05)"
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"), help="'-' to write nothing")
     parser.add_argument("--memory-child", choices=["ours", "torch"], help=argparse.SUPPRESS)
@@ -405,6 +522,28 @@ def main(argv: list[str] | None = None) -> int:
                 above_floor.append(f"{name} {dtype} ({ms_ours / floor:.1f}x)")
 
     extra = []
+    if not args.no_minibatch and torch is not None:
+        mini_header = (
+            "| mini-batch stack | dtype | tinycnn ms/epoch | PyTorch ms/epoch | ratio (median of "
+            "rounds) | ratio, lowest-highest round |"
+        )
+        mini_rows = ["", mini_header, "|" + "---|" * 6]
+        print(mini_header, flush=True)
+        for name in MINI_STACKS:
+            for dtype in dtypes:
+                net, X, T = mini_data(name, dtype, args.mini_scale)
+                ours, theirs = MiniOurs(net, X, T, dtype), MiniTorch(torch, net, X, T, dtype)
+                ms_ours, ms_torch, ratio, (low, high) = alternate(
+                    ours, theirs, 1, max(3, args.rounds // 2)
+                )
+                if abs(ours.last_loss - theirs.last_loss) > 1e-3 * abs(theirs.last_loss):
+                    print(f"warning: {name} {dtype} losses differ: ours {ours.last_loss}, "
+                          f"torch {theirs.last_loss}", file=sys.stderr)  # fmt: skip
+                row = (f"| {name} | {dtype} | {ms_ours:.4g} | {ms_torch:.4g} | {ratio:.2f} | "
+                       f"{low:.2f}-{high:.2f} |")  # fmt: skip
+                mini_rows.append(row)
+                print(row, flush=True)
+        rows += mini_rows
     if not args.no_loops:
         w = WORKLOADS["M"]
         X, T = make_data(w, "float64")

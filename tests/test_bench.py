@@ -30,6 +30,7 @@ def test_a_tiny_run_fills_the_table_and_keeps_the_hand_written_text(bench, tmp_p
         "analysis by hand\n"
     )
     argv = ["--workloads", "S", "--rounds", "2", "--epochs-scale", "0.01", "--no-loops"]
+    argv += ["--mini-scale", "0.02"]
     assert bench.main([*argv, "--no-memory", "--out", str(results)]) == 0
     text = results.read_text()
     assert text.startswith("# Benchmark results\n\nintro by hand\n\n")
@@ -42,6 +43,10 @@ def test_a_tiny_run_fills_the_table_and_keeps_the_hand_written_text(bench, tmp_p
         assert ours > 0 and theirs > 0 and ratio >= 0  # printed to 2 decimals: may be 0.00
         low, high = (float(x) for x in re.fullmatch(r"([\d.]+)-([\d.]+)", cells[6]).groups())
         assert low <= ratio <= high
+    for stack in ("one", "lenet"):
+        mini = [line for line in text.splitlines() if line.startswith(f"| {stack} |")]
+        assert [row.split(" | ")[1] for row in mini] == ["float64", "float32"], stack
+        assert all(float(row.split(" | ")[2]) > 0 for row in mini)
     assert "targets missed:" in text
     # the bench warns when the two libraries' losses after the same epochs differ
     assert "losses differ" not in capsys.readouterr().err

@@ -1,6 +1,7 @@
-"""Full-batch training shared with helper processes (``tinycnn._helper_process``, used by
-``tinycnn.workspace``): the same numbers as the plain path, bit-identical from call to call and
-whether or not a helper answered, and no process left behind, whatever happens to either side.
+"""Calls shared with helper processes (``tinycnn._helper_process``, used by ``tinycnn.engine``)
+for full batches and mini-batches of any stack: the same numbers as in one process,
+bit-identical from call to call and whether or not a helper answered, and no process left
+behind, whatever happens to either side.
 """
 
 from __future__ import annotations
@@ -14,25 +15,26 @@ import time
 
 import numpy as np
 import pytest
-from conftest import uniform
-from test_speed_paths import assert_same_result, copied
+from stacks import assert_bit_identical, assert_same_result, copied, problem_for
 
 import tinycnn
-from tinycnn import workspace as workspace_module
+from tinycnn import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, Sequential
+from tinycnn import engine as engine_module
 from tinycnn._helper_process import HelperProcess, can_fork_helpers
-from tinycnn.network import ConvNetSpec, init_params_he, loss_and_grads
-from tinycnn.workspace import Workspace, _process_count
+from tinycnn.engine import Engine, _process_count
 
 pytestmark = pytest.mark.skipif(not can_fork_helpers(), reason="helpers are forked on Linux only")
 
-SPEC = ConvNetSpec(2, 7, 6, n_filters=3, kernel_size=3, stride=1, pad=1, n_outputs=4)
+NET = Sequential([Conv2d(3, 3, pad=1), ReLU(), MaxPool2d(2), Conv2d(4, 2, pad=1), ReLU(),
+                  AvgPool2d(2, 1), Flatten(), Dense(5), ReLU(), Dense(4)], (2, 7, 6))  # fmt: skip
 
 
 def problem(n: int = 23, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = uniform(rng, n, SPEC.in_channels, SPEC.height, SPEC.width)
-    T = rng.dirichlet(np.ones(SPEC.n_outputs), size=n)
-    return X, T, init_params_he(SPEC, rng)
+    return problem_for(NET, n, seed)
+
+
+def one_process(params, X, T, loss="mse"):
+    return Engine(NET, X.dtype, len(X), processes=1).loss_and_grads(params, X, T, loss)
 
 
 def children_of(pid: int) -> list[int]:
@@ -57,7 +59,7 @@ def no_helper_outlives_its_test():
     yield
     import gc
 
-    gc.collect()  # workspaces a test dropped: their finalizers stop their helpers
+    gc.collect()  # engines a test dropped: their finalizers stop their helpers
     deadline = time.monotonic() + 5
     while (left := set(children_of(os.getpid())) - before) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -82,17 +84,17 @@ def wait_until_gone(pid: int, seconds: float = 10.0) -> bool:
     return False
 
 
-@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("loss", ["mse", "softmax_cross_entropy"])
 @pytest.mark.parametrize("processes", [2, 3])
 @pytest.mark.parametrize("cache_bytes", [0, 1 << 30])  # windows unfolded per call, or kept
 def test_shared_chunks_give_the_plain_paths_numbers(loss, processes, cache_bytes):
     X, T, params = problem()
-    ws = Workspace(
-        SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, cache_bytes=cache_bytes,
+    ws = Engine(
+        NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, cache_bytes=cache_bytes,
         processes=processes,
     )  # fmt: skip
     assert ws.processes == processes and len(ws._helpers) == processes - 1
-    expected = loss_and_grads(params, SPEC, X, T, loss)
+    expected = one_process(params, X, T, loss)
     first = copied(ws.loss_and_grads(params, X, T, loss))
     assert_same_result(first, expected, 1e-12, f"{processes} processes")
     for _ in range(3):  # and bit for bit the same at every call
@@ -103,11 +105,11 @@ def test_shared_chunks_give_the_plain_paths_numbers(loss, processes, cache_bytes
     ws.close()
 
 
-def test_the_same_process_count_gives_bit_identical_results_in_fresh_workspaces():
+def test_the_same_process_count_gives_bit_identical_results_in_fresh_engines():
     X, T, params = problem()
     results = []
     for _ in range(2):
-        ws = Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
+        ws = Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
         results.append(copied(ws.loss_and_grads(params, X, T)))
         ws.close()
     assert results[0][0] == results[1][0]
@@ -120,9 +122,9 @@ def test_helpers_that_do_not_pay_are_stopped_after_the_seventh_call(monkeypatch,
     """Calls 2, 4, 6 are timed with the helpers, 3, 5, 7 without; unless the helpers make the
     fastest call at least 1 - HELPER_MIN_GAIN faster they are stopped. Which process computes a
     share never changes the numbers."""
-    monkeypatch.setattr(workspace_module, "HELPER_MIN_GAIN", gain)
+    monkeypatch.setattr(engine_module, "HELPER_MIN_GAIN", gain)
     X, T, params = problem()
-    ws = Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
+    ws = Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
     first = copied(ws.loss_and_grads(params, X, T))
     for call in range(2, 11):
         result = ws.loss_and_grads(params, X, T)
@@ -136,7 +138,7 @@ def test_helpers_that_do_not_pay_are_stopped_after_the_seventh_call(monkeypatch,
 
 def test_a_killed_helpers_share_is_done_by_the_parent_with_the_same_result():
     X, T, params = problem()
-    ws = Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
+    ws = Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
     before = copied(ws.loss_and_grads(params, X, T))
     helper = ws._helpers[0]
     os.kill(helper.pid, signal.SIGKILL)
@@ -151,20 +153,20 @@ def test_a_killed_helpers_share_is_done_by_the_parent_with_the_same_result():
 def test_a_helper_whose_job_raises_stays_usable_and_its_share_is_redone(monkeypatch):
     X, T, params = problem()
     reference = copied(
-        Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2).loss_and_grads(
+        Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2).loss_and_grads(
             params, X, T
         )
     )
     parent = os.getpid()
-    real = Workspace._run_share
+    real = Engine._run_share
 
     def failing_in_helpers(self, *args):
         if os.getpid() != parent:
             raise RuntimeError("a helper's job fails")
         return real(self, *args)
 
-    monkeypatch.setattr(Workspace, "_run_share", failing_in_helpers)
-    ws = Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
+    monkeypatch.setattr(Engine, "_run_share", failing_in_helpers)
+    ws = Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
     for _ in range(2):
         result = ws.loss_and_grads(params, X, T)
         assert ws._helpers[0].alive  # it said "failed", it did not die
@@ -177,7 +179,7 @@ def test_a_helper_whose_job_raises_stays_usable_and_its_share_is_redone(monkeypa
 def test_a_fork_that_fails_leaves_its_share_to_the_parent(monkeypatch):
     X, T, params = problem()
     expected = copied(
-        Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3).loss_and_grads(
+        Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3).loss_and_grads(
             params, X, T
         )
     )
@@ -191,7 +193,7 @@ def test_a_fork_that_fails_leaves_its_share_to_the_parent(monkeypatch):
 
     real_fork = os.fork
     monkeypatch.setattr(os, "fork", fork_once)
-    ws = Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3)
+    ws = Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3)
     monkeypatch.setattr(os, "fork", real_fork)
     assert ws._helpers[0] is not None and ws._helpers[1] is None
     result = ws.loss_and_grads(params, X, T)
@@ -211,36 +213,46 @@ def test_a_hung_helper_is_stopped_after_the_timeout_and_its_share_redone():
 
 
 def test_a_call_interrupted_while_its_helper_works_does_not_confuse_the_next(monkeypatch):
-    """An exception in the parent's own share (here: Ctrl-C) leaves the helper's answer unread;
-    the next call must not take that stale answer for its own."""
+    """An exception in the parent's own share (here: Ctrl-C) leaves the helper working on a
+    call nobody waits for, its answer unread. The next call (whether or not it would use the
+    helper: the third call of the probe does not) must neither take that stale answer for its
+    own nor let the stale share be written over its own; the helper is stopped first."""
+    parent, real = os.getpid(), Engine._run_share
+    interrupt = []
+
+    def slow_in_helpers(self, *args):
+        if os.getpid() != parent:
+            time.sleep(0.5)  # still writing its share when the next call runs
+        elif interrupt:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(Engine, "_run_share", slow_in_helpers)
     X, T, params = problem()
-    ws = Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
+    ws = Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
     expected = copied(ws.loss_and_grads(params, X, T))
-    real = Workspace._run_share
-
-    def interrupted(self, X, N, loss, slot, share):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Workspace, "_run_share", interrupted)
+    helper = ws._helpers[0]
+    interrupt.append(True)
     with pytest.raises(KeyboardInterrupt):
         ws.loss_and_grads(params, X, T)
-    monkeypatch.setattr(Workspace, "_run_share", real)
-    other = params._replace(W_fc=params.W_fc * 2)  # a different answer is due now
+    interrupt.clear()
+    other = [p * 2 if i == 4 else p for i, p in enumerate(params)]  # a different answer is due
     result = ws.loss_and_grads(other, X, T)
     assert result[0] != expected[0]
-    assert_same_result(result, loss_and_grads(other, SPEC, X, T), 1e-12, "after the interrupt")
+    assert_same_result(result, one_process(other, X, T), 1e-12, "after the interrupt")
+    assert not helper.alive and wait_until_gone(helper.pid, 5)
 
 
 def test_close_and_garbage_collection_stop_the_helpers():
     X, T, params = problem()
-    ws = Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3)
+    ws = Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3)
     pids = [h.pid for h in ws._helpers]
     assert all(is_running(pid) for pid in pids)
     ws.close()
     assert not any(is_running(pid) for pid in pids) and ws._helpers == [None, None]
     assert ws.loss_and_grads(params, X, T)[0] > 0  # still works, in this process alone
 
-    ws = Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
+    ws = Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
     pid = ws._helpers[0].pid
     del ws
     assert wait_until_gone(pid, 5)
@@ -252,10 +264,10 @@ def test_helpers_exit_when_their_parent_is_killed(tmp_path):
         import sys, time
         import numpy as np
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
-        from test_helper_processes import SPEC, problem
-        from tinycnn.workspace import Workspace
+        from test_helper_processes import NET, problem
+        from tinycnn.engine import Engine
         X, T, params = problem()
-        ws = Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3)
+        ws = Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3)
         ws.loss_and_grads(params, X, T)
         print(" ".join(str(h.pid) for h in ws._helpers), flush=True)
         time.sleep(60)
@@ -274,7 +286,7 @@ def test_helpers_exit_when_their_parent_is_killed(tmp_path):
 
 def test_a_process_forked_later_computes_alone_and_leaves_the_parents_helper_alone():
     X, T, params = problem()
-    ws = Workspace(SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
+    ws = Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
     expected = copied(ws.loss_and_grads(params, X, T))
     pid = os.fork()
     if pid == 0:  # a copy of this process: it must not talk to (or stop) our helper
@@ -297,8 +309,8 @@ def test_without_forking_the_same_shares_give_the_same_bits():
     X, T, params = problem()
     results = []
     for fork in (True, False):
-        ws = Workspace(
-            SPEC, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3, fork_helpers=fork
+        ws = Engine(
+            NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=3, fork_helpers=fork
         )
         assert all(h is not None for h in ws._helpers) == fork
         results.append(copied(ws.loss_and_grads(params, X, T)))
@@ -311,12 +323,12 @@ def test_without_forking_the_same_shares_give_the_same_bits():
 def test_short_runs_fork_no_helper(monkeypatch):
     from tinycnn import training
 
-    monkeypatch.setattr(workspace_module, "available_cpus", lambda: 2)
+    monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
     monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
-    X, T, params = problem(n=1200)  # 9 chunks of up to 141 samples: two processes
-    assert SPEC.chunk_size() == 141
-    short = training.make_workspace(params, SPEC, X, epochs=training.MIN_EPOCHS_FOR_HELPERS - 1)
-    long = training.make_workspace(params, SPEC, X, epochs=training.MIN_EPOCHS_FOR_HELPERS)
+    chunk = Engine(NET, np.float64, 10_000, processes=1).chunk
+    X, T, params = problem(n=9 * chunk)  # 9 chunks: two processes
+    short = training.make_engine(NET, X.dtype, X, epochs=training.MIN_EPOCHS_FOR_HELPERS - 1)
+    long = training.make_engine(NET, X.dtype, X, epochs=training.MIN_EPOCHS_FOR_HELPERS)
     assert short.processes == long.processes == 2
     assert short._helpers == [None] and long._helpers[0] is not None
     long.close()
@@ -347,7 +359,7 @@ def test_train_cnn_with_helpers_equals_train_cnn_without(monkeypatch):
     ],
 )
 def test_process_count_policy(monkeypatch, requested, n_chunks, cache_sized, env, expected):
-    monkeypatch.setattr(workspace_module, "available_cpus", lambda: 2)
+    monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
     if env is None:
         monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
     else:
@@ -359,3 +371,35 @@ def test_a_bad_process_count_in_the_environment_is_refused_by_name(monkeypatch):
     monkeypatch.setenv("TINYCNN_PROCESSES", "two")
     with pytest.raises(ValueError, match="TINYCNN_PROCESSES.*'two'"):
         _process_count(None, 9, True)
+
+
+@pytest.mark.parametrize("loss", ["mse", "softmax_cross_entropy"])
+def test_mini_batches_are_shared_through_the_same_mechanism(monkeypatch, loss):
+    """No fixed X: each batch is copied where the helpers see it; every batch (and a shorter
+    last one) gives the numbers of one process, bit for bit from call to call."""
+    monkeypatch.setattr(engine_module, "HELPER_MIN_GAIN", 1e9)  # kept, however slow here
+    X, T, params = problem(n=40, seed=5)
+    engine = Engine(NET, X.dtype, 12, chunk_size=3, processes=2)
+    assert engine.processes == 2 and engine._helpers[0] is not None
+    for start in (0, 12, 24, 36):  # batches of 12, 12, 12 and 4 samples
+        xb, tb = X[start : start + 12], T[start : start + 12]
+        first = copied(engine.loss_and_grads(params, xb, tb, loss))
+        assert_same_result(first, one_process(params, xb, tb, loss), 1e-12, f"batch {start}")
+        assert_bit_identical(engine.loss_and_grads(params, xb, tb, loss), first)
+    assert engine._helpers[0].alive
+    assert len(engine.shares(12)) == 2 and len(engine.shares(4)) == 2
+    engine.close()
+
+
+def test_mini_batch_training_with_helpers_equals_training_without(monkeypatch):
+    X, T, start = problem(n=60, seed=6)
+    results = []
+    for processes in (1, 2):
+        params = [p.copy() for p in start]
+        engine = Engine(NET, X.dtype, 24, chunk_size=3, processes=processes)
+        tinycnn.training.train(NET, params, X, T, tinycnn.optim.Adam(0.01), 3, batch_size=24,
+                               rng=np.random.default_rng(1), engine=engine)  # fmt: skip
+        engine.close()
+        results.append(params)
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)

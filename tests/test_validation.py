@@ -300,16 +300,16 @@ def test_a_network_larger_than_memory_is_refused_before_the_random_state_moves(m
 
     monkeypatch.setattr(network, "_memory_bytes", lambda: 200 << 10)
     # 8 filters of 3x3 on 40x40 images, 1 output: kernel, biases and W_fc (8*38*38, 1), plus
-    # one sample's windows, row of ones and activations
+    # one sample's windows, row of ones and activations, and its output (padded to 8 columns)
     X, y = np.ones((2, 1, 40, 40)), np.ones(2)
     n_params = 8 * 9 + 8 + 8 * 38 * 38 + 1
-    per_sample = (9 + 1 + 8) * 38 * 38
+    per_sample = (9 + 1 + 8) * 38 * 38 + 8
     assert (n_params + per_sample) * 8 > 200 << 10 > (n_params + per_sample) * 4
     np.random.seed(0)
     state = np.random.get_state()[1].copy()
     with pytest.raises(
         ValueError,
-        match=r"n_filters=8, kernel_size=3, .*: 293\.9 KiB in float64, .* 200\.0 KiB of memory",
+        match=r"n_filters=8, kernel_size=3, .*: 294\.0 KiB in float64, .* 200\.0 KiB of memory",
     ):
         tinycnn.train_cnn(X, y, 1, 0.01, n_filters=8)
     np.testing.assert_array_equal(np.random.get_state()[1], state)

@@ -1,19 +1,31 @@
 """tinycnn: a convolutional network trainer in NumPy, with backprop written out and verified.
 
-conv -> ReLU -> dense, trained by hand-written backpropagation. See ``train_cnn`` (the seed's
-contract), the ops ``conv2d_forward``/``conv2d_backward``/``relu``/``relu_backward``, and the
-scikit-learn estimators ``CNNClassifier``/``CNNRegressor``.
+Any stack of conv, ReLU, max/avg pooling, flatten and dense layers (``Sequential``), trained
+by hand-written backpropagation through the verified ops. See ``train_cnn`` (the seed's
+contract), the ops ``conv2d_forward``/``conv2d_backward``/``relu``/``relu_backward`` and
+``pool``, and the scikit-learn estimators ``CNNClassifier``/``CNNRegressor``.
 """
 
 from . import gradcheck, naive
 from ._version import __version__
 from .errors import DivergenceError, ModelFileError
+from .layers import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU
+from .model import Sequential
+from .ops import pool
 from .ops.activations import relu, relu_backward
 from .ops.conv import conv2d_backward, conv2d_forward
 from .seed import predict_cnn, train_cnn
 
 __all__ = [
     "__version__",
+    "Sequential",
+    "Conv2d",
+    "ReLU",
+    "MaxPool2d",
+    "AvgPool2d",
+    "Flatten",
+    "Dense",
+    "pool",
     "DivergenceError",
     "ModelFileError",
     "CNNClassifier",

@@ -81,13 +81,13 @@ def train_simple_cnn_with_backprop(
     b_dense = np.zeros(K)
     params = _to_engine(W_conv, b_conv, W_dense, b_dense, out_h, out_w)
     train(
+        spec.sequential(),
         params,
-        spec,
         X.reshape(n, 1, H, W),
         y,
         SGD(learning_rate),
         epochs,
-        loss="cross_entropy",
+        loss="softmax_cross_entropy",
         batch_size=1,
     )
     return _from_engine(params, out_h, out_w)

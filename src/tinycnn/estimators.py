@@ -218,7 +218,7 @@ class _BaseCNN(BaseEstimator):
         "standardize": ["boolean"],
     }
 
-    _loss: str  # "cross_entropy" or "mse"
+    _loss: str  # "softmax_cross_entropy" or "mse"
 
     def __init__(
         self,
@@ -517,8 +517,8 @@ class _BaseCNN(BaseEstimator):
         hook = _EpochHook(self, spec, start, seed, callback, stopping, incremental)
         try:
             train(
+                spec.sequential(),
                 start.params,
-                spec,
                 fit_inputs,
                 fit_T,
                 start.optimizer,
@@ -652,7 +652,7 @@ class _BaseCNN(BaseEstimator):
                 f"{n} samples gives {n_val}"
             )
         stratify = None
-        if self._loss == "cross_entropy":
+        if self._loss == "softmax_cross_entropy":
             counts = np.bincount(y_codes)
             if counts.min() >= 2 and n_val >= len(counts) and n - n_val >= len(counts):
                 stratify = y_codes
@@ -831,7 +831,7 @@ class CNNClassifier(ClassifierMixin, _BaseCNN):
     array([0, 1, 2])
     """
 
-    _loss = "cross_entropy"
+    _loss = "softmax_cross_entropy"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

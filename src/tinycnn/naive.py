@@ -176,3 +176,80 @@ def train_cnn(X, y, epochs=100, lr=0.01, n_filters=1, kernel_size=3, stride=1, p
         W_fc -= lr * dW_fc
         b_fc -= lr * db_fc
     return kernel, bias_conv, W_fc, b_fc, loss
+
+
+def max_pool2d_forward(x, size, stride=None):
+    """``out[n, c, i, j] = max_{a,b < size} x[n, c, i*s + a, j*s + b]``, windows every
+    ``stride`` (default ``size``) pixels; a partial window at the edge is dropped.
+
+    ``x`` ``(N, C, H, W)`` -> ``(N, C, (H - size)//stride + 1, (W - size)//stride + 1)``.
+    """
+    stride = size if stride is None else stride
+    N, C, H, W = x.shape
+    out_h, out_w = (H - size) // stride + 1, (W - size) // stride + 1
+    out = np.zeros((N, C, out_h, out_w), dtype=np.result_type(x, np.float64))
+    for n in range(N):
+        for c in range(C):
+            for i in range(out_h):
+                for j in range(out_w):
+                    best = x[n, c, i * stride, j * stride]
+                    for a in range(size):
+                        for b in range(size):
+                            value = x[n, c, i * stride + a, j * stride + b]
+                            if value > best or math.isnan(value):
+                                best = value
+                    out[n, c, i, j] = best
+    return out
+
+
+def max_pool2d_backward(dout, x, size, stride=None):
+    """Gradient of :func:`max_pool2d_forward`: each window's ``dout`` goes to the position of its
+    maximum, the first one in row-major order when several tie. ``dx`` ``(N, C, H, W)``."""
+    stride = size if stride is None else stride
+    N, C, H, W = x.shape
+    dx = np.zeros((N, C, H, W), dtype=np.float64)
+    for n in range(N):
+        for c in range(C):
+            for i in range(dout.shape[2]):
+                for j in range(dout.shape[3]):
+                    where = (i * stride, j * stride)
+                    for a in range(size):
+                        for b in range(size):
+                            if x[n, c, i * stride + a, j * stride + b] > x[n, c][where]:
+                                where = (i * stride + a, j * stride + b)
+                    dx[n, c][where] += dout[n, c, i, j]
+    return dx
+
+
+def avg_pool2d_forward(x, size, stride=None):
+    """``out[n, c, i, j] = mean_{a,b < size} x[n, c, i*s + a, j*s + b]``, shaped like
+    :func:`max_pool2d_forward`'s output."""
+    stride = size if stride is None else stride
+    N, C, H, W = x.shape
+    out_h, out_w = (H - size) // stride + 1, (W - size) // stride + 1
+    out = np.zeros((N, C, out_h, out_w), dtype=np.result_type(x, np.float64))
+    for n in range(N):
+        for c in range(C):
+            for i in range(out_h):
+                for j in range(out_w):
+                    total = 0.0
+                    for a in range(size):
+                        for b in range(size):
+                            total += x[n, c, i * stride + a, j * stride + b]
+                    out[n, c, i, j] = total / (size * size)
+    return out
+
+
+def avg_pool2d_backward(dout, x, size, stride=None):
+    """Gradient of :func:`avg_pool2d_forward`: every position of a window receives its
+    ``dout / size**2`` (summed over the windows that hold it). ``dx`` ``(N, C, H, W)``."""
+    stride = size if stride is None else stride
+    dx = np.zeros(x.shape, dtype=np.float64)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            for i in range(dout.shape[2]):
+                for j in range(dout.shape[3]):
+                    for a in range(size):
+                        for b in range(size):
+                            dx[n, c, i * stride + a, j * stride + b] += dout[n, c, i, j] / size**2
+    return dx

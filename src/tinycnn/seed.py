@@ -1,4 +1,8 @@
-"""``train_cnn`` and ``predict_cnn``: the seed problem's contract, as a thin layer over the engine.
+"""``train_cnn`` and ``predict_cnn``: the seed problem's contract, as a thin builder of its stack.
+
+The seed's network is the stack ``[Conv2d(n_filters, kernel_size, stride, pad), ReLU(),
+Flatten(), Dense(O)]`` (:meth:`tinycnn.network.ConvNetSpec.sequential`), trained by
+``training.train`` like any other.
 
 ``train_cnn(X, y, epochs, lr)`` returns what the seed's reference returns (see SEED.md): the same
 draws from NumPy's global random state in the same order, full-batch gradient descent on the mean
@@ -78,7 +82,7 @@ def train_cnn(
     stride, pad, _, _ = check_conv_geometry((H, W), kernel_size, stride, pad, what="X")
     spec = ConvNetSpec(C, H, W, n_filters, kernel_size, stride, pad, T.shape[1])
     params = init_params_seed(spec, dt)
-    history = train(params, spec, X, T, SGD(lr), epochs, loss="mse")
+    history = train(spec.sequential(), params, X, T, SGD(lr), epochs, loss="mse")
     if not all_finite(params):
         # The loss of the last forward pass was finite, but its update overflowed: the seed would
         # return these weights silently; we refuse to.

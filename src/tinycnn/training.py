@@ -1,7 +1,8 @@
 """The training loop: batches, loss history, L2, early stopping, divergence, progress hooks.
 
-It knows the network only through ``network.loss_and_grads`` and the optimizer only through
-``step``; it knows nothing of scikit-learn or files. Everything needed to continue a run exactly
+It trains any :class:`tinycnn.Sequential` stack, knowing it only through an
+:class:`tinycnn.engine.Engine`'s ``loss_and_grads``, and the optimizer only through ``step``; it
+knows nothing of scikit-learn or files. Everything needed to continue a run exactly
 (the optimizer's state, the :class:`History`, the random generator's state) is explicit, so a
 caller can checkpoint it.
 """
@@ -10,16 +11,20 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .engine import Engine
 from .errors import DivergenceError
-from .network import ConvNetParams, ConvNetSpec, loss_and_grads
+from .model import Sequential
 from .optim import Optimizer
-from .workspace import Workspace
+
+# The parameters of a stack: two arrays per layer with parameters (see Sequential), updated in
+# place (a list, or a NamedTuple of arrays such as the estimators' ConvNetParams).
+Params = Sequence[np.ndarray]
 
 
 @dataclass
@@ -50,13 +55,13 @@ class TrainingState:
 
     epoch: int
     seed: int
-    params: ConvNetParams
+    params: Params
     optimizer: dict[str, Any]
     rng_state: dict[str, Any] | None
     history: History
     input_mean: np.ndarray
     input_std: np.ndarray
-    best_params: ConvNetParams | None = None
+    best_params: Params | None = None
     finished: bool = False
 
     def copy(self) -> TrainingState:
@@ -64,11 +69,11 @@ class TrainingState:
         return copy.deepcopy(self)
 
 
-def _add_l2(params: ConvNetParams, grads: ConvNetParams, l2: float, n: int) -> float:
-    """scikit-learn's convention: ``loss += 0.5 * l2 * ||weights||^2 / n``;
-    biases are not decayed."""
+def _add_l2(params: Params, grads: Params, l2: float, n: int) -> float:
+    """scikit-learn's convention: ``loss += 0.5 * l2 * ||weights||^2 / n`` over the weights
+    (the first array of each layer's pair); biases are not decayed."""
     penalty = 0.0
-    for w, g in ((params.kernel, grads.kernel), (params.W_fc, grads.W_fc)):
+    for w, g in zip(params[0::2], grads[0::2]):
         # Not np.vdot/np.dot: OpenBLAS threads dot products of > 10^4 entries, and on a busy
         # machine waiting for its threads cost ~20 ms per batch; this sum stays in NumPy.
         penalty += 0.5 * l2 * float(np.square(w).sum()) / n
@@ -77,8 +82,8 @@ def _add_l2(params: ConvNetParams, grads: ConvNetParams, l2: float, n: int) -> f
 
 
 def run_epoch(
-    params: ConvNetParams,
-    spec: ConvNetSpec,
+    params: Params,
+    engine: Engine,
     X: np.ndarray,
     T: np.ndarray,
     optimizer: Optimizer,
@@ -87,8 +92,6 @@ def run_epoch(
     batch_size: int | None = None,
     rng: np.random.Generator | None = None,
     l2: float = 0.0,
-    *,
-    workspace: Workspace | None = None,
 ) -> float:
     """One pass over ``X`` ``(N, C, H, W)``/``T`` ``(N, O)``, updating ``params`` in place.
 
@@ -96,11 +99,10 @@ def run_epoch(
     and the returned loss is the loss *before* that step (the seed's). With smaller batches, the
     order is shuffled by ``rng`` when one is given, and the returned loss is the sample-weighted
     mean of the batch losses. A non-finite loss raises :class:`DivergenceError` naming ``epoch``
-    before that batch's update is applied. ``workspace`` (see :func:`train`) makes it faster
-    without changing the results beyond the order of floating-point sums.
+    before that batch's update is applied.
     """
     N = X.shape[0]
-    args = (params, spec, optimizer, epoch, loss, l2, workspace)
+    args = (params, engine, optimizer, epoch, loss, l2)
     if batch_size is None or batch_size >= N:
         return _step(X, T, *args)
     order = rng.permutation(N) if rng is not None else np.arange(N)
@@ -111,12 +113,12 @@ def run_epoch(
     return total / N
 
 
-def _step(X, T, params, spec, optimizer, epoch, loss, l2, workspace) -> float:
+def _step(X, T, params, engine, optimizer, epoch, loss, l2) -> float:
     """One update on the batch ``X``/``T``; returns its loss, measured before the update.
 
     A non-finite loss raises :class:`DivergenceError` before the update is applied.
     """
-    value, grads = loss_and_grads(params, spec, X, T, loss, workspace=workspace)
+    value, grads = engine.loss_and_grads(params, X, T, loss)
     if l2:
         value += _add_l2(params, grads, l2, X.shape[0])
     if not math.isfinite(value):
@@ -131,28 +133,28 @@ def _step(X, T, params, spec, optimizer, epoch, loss, l2, workspace) -> float:
 MIN_EPOCHS_FOR_HELPERS = 8
 
 
-def make_workspace(
-    params: ConvNetParams,
-    spec: ConvNetSpec,
+def make_engine(
+    net: Sequential,
+    dtype: Any,
     X: np.ndarray,
     batch_size: int | None = None,
     epochs: int | None = None,
-) -> Workspace:
-    """The workspace :func:`train` uses for ``X`` ``(N, C, H, W)``: bound to ``X`` itself in
+) -> Engine:
+    """The engine :func:`train` uses for ``X`` ``(N, C, H, W)``: bound to ``X`` itself in
     full-batch training (``batch_size`` None or ``>= N``), else sized for one batch. For a run
     of fewer than :data:`MIN_EPOCHS_FOR_HELPERS` ``epochs`` it forks no helper process."""
     N = X.shape[0]
+    helpers = epochs is None or epochs >= MIN_EPOCHS_FOR_HELPERS
     if batch_size is None or batch_size >= N:
-        helpers = epochs is None or epochs >= MIN_EPOCHS_FOR_HELPERS
-        return Workspace(spec, params.W_fc.dtype, N, fixed_inputs=X, fork_helpers=helpers)
-    return Workspace(spec, params.W_fc.dtype, batch_size)
+        return Engine(net, dtype, N, fixed_inputs=X, fork_helpers=helpers)
+    return Engine(net, dtype, batch_size, fork_helpers=helpers)
 
 
 # Called after each epoch with (history, params); returning True stops training.
-EpochCallback = Callable[[History, ConvNetParams], "bool | None"]
+EpochCallback = Callable[[History, Params], "bool | None"]
 
 
-def all_finite(params: ConvNetParams) -> bool:
+def all_finite(params: Params) -> bool:
     """True when no parameter holds an infinity or NaN."""
     return all(np.isfinite(p).all() for p in params)
 
@@ -160,8 +162,8 @@ def all_finite(params: ConvNetParams) -> bool:
 # Overflow on the way to divergence is reported as DivergenceError, not as NumPy warnings.
 @np.errstate(over="ignore", invalid="ignore")
 def train(
-    params: ConvNetParams,
-    spec: ConvNetSpec,
+    net: Sequential,
+    params: Params,
     X: np.ndarray,
     T: np.ndarray,
     optimizer: Optimizer,
@@ -172,12 +174,12 @@ def train(
     rng: np.random.Generator | None = None,
     l2: float = 0.0,
     history: History | None = None,
-    validation_score: Callable[[ConvNetParams], float] | None = None,
+    validation_score: Callable[[Params], float] | None = None,
     n_iter_no_change: int | None = None,
     tol: float = 1e-4,
     restore_on_divergence: bool = False,
     callback: EpochCallback | None = None,
-    workspace: Workspace | None = None,
+    engine: Engine | None = None,
 ) -> History:
     """Run up to ``epochs`` more epochs; return the (updated) :class:`History`.
 
@@ -187,21 +189,23 @@ def train(
     With ``restore_on_divergence`` the parameters are put back to the start of the diverging epoch
     (the last finite ones) before :class:`DivergenceError` propagates.
 
-    The gradients are computed in a :class:`~tinycnn.workspace.Workspace` that this call builds
-    and drops (in full-batch training it unfolds ``X``'s windows once for all epochs); pass one
-    from :func:`make_workspace` to keep it across calls (``X`` must then not change). An ``X``
-    not of the parameters' dtype (against the contract) takes the plain path instead.
+    ``params`` (a list of arrays, see :class:`~tinycnn.Sequential`) are updated in place. The
+    gradients are computed in an :class:`~tinycnn.engine.Engine` that this call builds and
+    drops (in full-batch training it keeps ``X``'s unfolded windows across epochs); pass one
+    from :func:`make_engine` to keep it across calls (``X`` must then not change). ``X`` is
+    used in the parameters' dtype.
     """
     history = history if history is not None else History()
-    if workspace is None and epochs > 0 and X.dtype == params.W_fc.dtype:
-        workspace = make_workspace(params, spec, X, batch_size, epochs)
+    dtype = params[0].dtype
+    if X.dtype != dtype:
+        X = X.astype(dtype)
+    if engine is None and epochs > 0:
+        engine = make_engine(net, dtype, X, batch_size, epochs)
     for _ in range(epochs):
         epoch = history.epochs_run + 1
-        snapshot = params.copy() if restore_on_divergence else None
+        snapshot = [p.copy() for p in params] if restore_on_divergence else None
         try:
-            value = run_epoch(
-                params, spec, X, T, optimizer, epoch, loss, batch_size, rng, l2, workspace=workspace
-            )
+            value = run_epoch(params, engine, X, T, optimizer, epoch, loss, batch_size, rng, l2)
             if snapshot is not None and not all_finite(params):
                 raise DivergenceError(
                     epoch, value, optimizer.lr, reason="its update made the weights non-finite"

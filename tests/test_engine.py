@@ -1,0 +1,225 @@
+"""The engine (``tinycnn.engine``) against the chain-rule reference over the public ops, and
+against itself: any chunk size, windows kept or unfolded per call, first use and every reuse,
+full batches and mini-batches; the same inputs give bit-identical results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import rel_error
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stacks import (
+    assert_bit_identical,
+    assert_same_result,
+    copied,
+    problem_for,
+    reference_loss_and_grads,
+    stacks,
+)
+
+import tinycnn
+from tinycnn import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, Sequential, naive
+from tinycnn.engine import Engine, chunk_size_for
+from tinycnn.optim import SGD
+from tinycnn.training import make_engine, run_epoch, train
+
+STACK = Sequential([Conv2d(3, 3, pad=1), ReLU(), MaxPool2d(2), Conv2d(4, 2, stride=1, pad=1),
+                    ReLU(), AvgPool2d(2, 1), Flatten(), Dense(5), ReLU(), Dense(3)],
+                   (2, 9, 8))  # fmt: skip
+
+
+def first_layer_window_bytes(net: Sequential, itemsize: int = 8) -> int:
+    """Bytes one sample's windows (and row of ones) take in a first conv layer's cache."""
+    C, k = net.input_shape[0], net.layers[0].kernel_size
+    _, oh, ow = net.shapes[1]
+    return (C * k * k + 1) * oh * ow * itemsize
+
+
+@settings(max_examples=40)
+@given(stacks(max_n=9), st.integers(1, 10), st.integers(0, 10))
+def test_any_chunk_size_with_windows_kept_or_not_gives_the_references_numbers(
+    problem, chunk, cacheable
+):
+    """``cacheable`` samples' windows fit the cache: none, some chunks, or all of them."""
+    net, X, T, params, loss = problem
+    expected = reference_loss_and_grads(net, params, X, T, loss)
+    cache = cacheable * first_layer_window_bytes(net)
+    engine = Engine(net, X.dtype, len(X), fixed_inputs=X, chunk_size=chunk, cache_bytes=cache,
+                    processes=1)  # fmt: skip
+    first = copied(engine.loss_and_grads(params, X, T, loss))
+    assert_same_result(first, expected, 1e-12, f"chunk {chunk}, first call")
+    # The second call reads the kept windows: the same numbers, bit for bit.
+    assert_bit_identical(engine.loss_and_grads(params, X, T, loss), first, "second call")
+
+
+@settings(max_examples=25)
+@given(stacks(max_n=9), st.integers(1, 4))
+def test_a_reused_engine_gives_bit_identical_results_to_a_fresh_one(problem, chunk):
+    """Buffers left over from earlier calls (other parameters, other batches) change nothing."""
+    net, X, T, params, loss = problem
+    engine = Engine(net, X.dtype, len(X), chunk_size=chunk, processes=1)
+    other = [p * 1.5 for p in params]
+    engine.loss_and_grads(other, X, T, loss)
+    engine.loss_and_grads(params, X[: max(1, len(X) // 2)], T[: max(1, len(X) // 2)], loss)
+    fresh = Engine(net, X.dtype, len(X), chunk_size=chunk, processes=1)
+    assert_bit_identical(engine.loss_and_grads(params, X, T, loss),
+                         fresh.loss_and_grads(params, X, T, loss), "reused")  # fmt: skip
+    assert_bit_identical((0.0, [engine.forward(params, X)]), (0.0, [fresh.forward(params, X)]))
+
+
+def test_chunk_boundaries_anywhere_give_the_same_result():
+    X, T, params = problem_for(STACK, 7, seed=1)
+    expected = reference_loss_and_grads(STACK, params, X, T, "softmax_cross_entropy")
+    for chunk in range(1, 9):
+        engine = Engine(STACK, X.dtype, 7, chunk_size=chunk, processes=1)
+        result = engine.loss_and_grads(params, X, T, "softmax_cross_entropy")
+        assert_same_result(result, expected, 1e-12, f"chunk {chunk}")
+        out = engine.forward(params, X)
+        assert rel_error(out, STACK.forward(params, X)) <= 1e-14
+
+
+def test_a_fixed_input_engine_given_another_x_unfolds_that_x():
+    X, T, params = problem_for(STACK, 6, seed=2)
+    other = X[::-1].copy()
+    engine = Engine(STACK, X.dtype, 6, fixed_inputs=X, chunk_size=2, processes=1)
+    engine.loss_and_grads(params, X, T)
+    assert_same_result(
+        engine.loss_and_grads(params, other, T),
+        reference_loss_and_grads(STACK, params, other, T, "mse"),
+        1e-12,
+        "other",
+    )
+    # fmt: skip
+
+
+def test_the_engine_refuses_inputs_it_was_not_built_for():
+    X, T, params = problem_for(STACK, 5, seed=3)
+    engine = Engine(STACK, np.float64, 4)
+    with pytest.raises(ValueError, match="1 to 4 samples"):
+        engine.loss_and_grads(params, X, T)
+    with pytest.raises(ValueError, match="1 to 4 samples"):
+        engine.loss_and_grads(params, X[:0], T[:0])
+    with pytest.raises(ValueError, match="float64"):
+        engine.loss_and_grads(params, X[:4].astype(np.float32), T[:4])
+
+
+def test_chunks_are_a_fixed_function_of_the_shapes():
+    net = Sequential([Conv2d(16, 5), ReLU(), Flatten(), Dense(10)], (1, 28, 28))
+    big = Engine(net, np.float32, 10_000)
+    assert big.chunk == Engine(net, np.float32, 10_000).chunk == 64  # the floor
+    assert Engine(net, np.float32, 5).chunk == 5
+    digits = Sequential([Conv2d(8, 3), ReLU(), Flatten(), Dense(10)], (1, 8, 8))
+    # windows 10*36, activations 8*36, the dense output padded to 16 columns, 2*10 for the loss
+    assert Engine(digits, np.float64, 5000).chunk == chunk_size_for((10 + 8) * 36 + 16 + 20)
+    assert chunk_size_for(1 << 30) == 1 and chunk_size_for(1 << 20) == 8
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 3, 4])
+@pytest.mark.parametrize("loss", ["mse", "softmax_cross_entropy"])
+def test_train_follows_the_reference_step_by_step(batch_size, loss):
+    X, T, start = problem_for(STACK, 7, seed=4)
+    mine = [p.copy() for p in start]
+    history = train(STACK, mine, X, T, SGD(0.05, momentum=0.9), 4, loss=loss,
+                    batch_size=batch_size, rng=np.random.default_rng(5))  # fmt: skip
+    expected, opt = [p.copy() for p in start], SGD(0.05, momentum=0.9)
+    rng = np.random.default_rng(5)
+    losses = []
+    for _ in range(4):
+        size = batch_size or len(X)
+        order = rng.permutation(len(X)) if size < len(X) else np.arange(len(X))
+        total = 0.0
+        for s in range(0, len(X), size):
+            idx = order[s : s + size]
+            value, grads = reference_loss_and_grads(STACK, expected, X[idx], T[idx], loss)
+            opt.step(expected, grads)
+            total += value * len(idx)
+        losses.append(total / len(X))
+    np.testing.assert_allclose(history.loss_curve, losses, rtol=1e-12)
+    for a, b in zip(mine, expected):
+        assert rel_error(a, b) <= 1e-12
+
+
+def test_an_engine_kept_across_train_calls_continues_bit_for_bit():
+    X, T, start = problem_for(STACK, 20, seed=6)
+    once = [p.copy() for p in start]
+    train(STACK, once, X, T, SGD(0.01), 6)
+    twice, opt = [p.copy() for p in start], SGD(0.01)
+    engine = make_engine(STACK, X.dtype, X)
+    history = train(STACK, twice, X, T, opt, 2, engine=engine)
+    train(STACK, twice, X, T, opt, 4, engine=engine, history=history)
+    for a, b in zip(once, twice):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_with_x_of_another_dtype_uses_the_parameters_dtype():
+    X, T, start = problem_for(STACK, 5, seed=7)
+    p32 = [p.astype(np.float32) for p in start]
+    fast, plain = [p.copy() for p in p32], [p.copy() for p in p32]
+    train(STACK, fast, X, T, SGD(0.01), 2)  # X float64, parameters float32
+    X32 = X.astype(np.float32)
+    engine, opt = Engine(STACK, np.float32, 5), SGD(0.01)
+    for epoch in (1, 2):
+        run_epoch(plain, engine, X32, T, opt, epoch)
+    for a, b in zip(fast, plain):
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+
+
+def test_same_inputs_give_bit_identical_training():
+    rng = np.random.default_rng(6)
+    X, y = rng.uniform(0, 1, (300, 1, 8, 8)), rng.uniform(0, 1, (300, 3))
+    results = []
+    for dtype in (np.float64, np.float64, np.float32, np.float32):
+        np.random.seed(0)
+        results.append(tinycnn.train_cnn(X, y, 5, 0.05, n_filters=4, dtype=dtype))
+    for same in (results[:2], results[2:]):
+        for a, b in zip(*same):
+            np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=20)
+@given(
+    st.integers(1, 6),
+    st.integers(1, 2),
+    st.integers(3, 7),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 2),
+    st.integers(0, 1),
+    st.integers(1, 3),
+    st.integers(0, 2**32 - 1),
+)
+def test_train_cnn_equals_the_plain_loop_trainer(N, C, size, F, k, stride, pad, O, seed):
+    rng = np.random.default_rng(seed)
+    X, y = rng.uniform(0, 1, (N, C, size, size + 1)), rng.uniform(-1, 1, (N, O))
+    args = dict(n_filters=F, kernel_size=k, stride=stride, pad=pad)
+    np.random.seed(seed % 2**31)
+    fast = tinycnn.train_cnn(X, y, 3, 0.05, **args)
+    np.random.seed(seed % 2**31)
+    slow = naive.train_cnn(X, y, 3, 0.05, F, k, stride, pad)
+    for a, b in zip(fast[:4], slow[:4]):
+        assert rel_error(a, b) <= 1e-9
+    assert abs(fast[4] - slow[4]) <= 1e-9 * abs(slow[4])
+
+
+def test_parameters_in_any_memory_layout_give_the_same_gradients():
+    """Parameters may arrive as Fortran-ordered or transposed views (weights taken from another
+    library): the engine copies them into its own layouts."""
+    X, T, params = problem_for(STACK, 4, seed=8)
+    expected = STACK.loss_and_grads(params, X, T)
+    odd = [np.asfortranarray(p) if p.ndim == 4 else np.ascontiguousarray(p.T).T for p in params]
+    assert not odd[0].flags.c_contiguous and not odd[4].flags.c_contiguous
+    assert_bit_identical(STACK.loss_and_grads(odd, X, T), expected, "odd layouts")
+
+
+def test_relu_gradient_is_zero_where_a_window_sees_only_padding():
+    # k = 1 and pad = 1: the border outputs read only padding, so there z = bias = 0 exactly,
+    # and ReLU must pass no gradient (x > 0, as the seed and PyTorch).
+    net = Sequential([Conv2d(2, 1, pad=1), ReLU(), Flatten(), Dense(2)], (1, 4, 4))
+    X, T, params = problem_for(net, 3, seed=9)
+    params[1][...] = 0
+    _, grads = net.loss_and_grads(params, X, T)
+    _, expected = reference_loss_and_grads(net, params, X, T, "mse")
+    for g, e in zip(grads, expected):
+        assert rel_error(g, e) <= 1e-13
