@@ -580,8 +580,8 @@ def test_predict_refuses_missing_files(digits_run, tmp_path, capsys):
 
 def test_train_refuses_bad_data(tmp_path, capsys):
     out = tmp_path / "out"
-    code, _, err = run_main(["train", "--data", "mnist", "--out", out], capsys)
-    assert_one_line_error(code, err, "unknown data set 'mnist'")
+    code, _, err = run_main(["train", "--data", "mnist-6k", "--out", out], capsys)
+    assert_one_line_error(code, err, "unknown data set 'mnist-6k'")
     assert code == cli.EXIT_FAILURE
     code, _, err = run_main(["train", "--data", tmp_path / "missing.npz", "--out", out], capsys)
     assert_one_line_error(code, err, "missing.npz")

@@ -204,20 +204,21 @@ def test_npy_is_not_a_data_set(tmp_path):
         load_dataset(path)
 
 
-def test_missing_file_and_folder_raise_oserror(tmp_path):
+def test_missing_file_raises_oserror_and_an_empty_folder_is_no_image_folder(tmp_path):
     missing = str(tmp_path / "nothing.npz")
     with pytest.raises(OSError, match="no such file") as info:
         load_dataset(missing)
     assert missing in str(info.value)
-    folder = tmp_path / "folder.npz"
+    folder = tmp_path / "folder.npz"  # a folder is read as a folder, whatever its name
     folder.mkdir()
-    with pytest.raises(OSError, match="directory"):
+    with pytest.raises(DatasetError, match="no class subfolders") as info:
         load_dataset(str(folder))
+    assert str(folder) in str(info.value)
 
 
 def test_unknown_name_lists_the_choices():
-    with pytest.raises(DatasetError, match="unknown data set 'mnist'") as info:
-        load_dataset("mnist")
+    with pytest.raises(DatasetError, match="unknown data set 'mnist-6k'") as info:
+        load_dataset("mnist-6k")
     for name in datasets.BUILTIN_DATASETS:
         assert name in str(info.value)
 

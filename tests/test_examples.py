@@ -13,10 +13,10 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str, timeout: float) -> subprocess.CompletedProcess:
+def run_example(name: str, timeout: float, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / name)],
+        [sys.executable, str(EXAMPLES / name), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -39,3 +39,17 @@ def test_scale_out_ddp_continues_training_and_brings_the_weights_back():
     before = float(re.search(r"test accuracy before: ([0-9.]+)", out).group(1))
     after = float(re.search(r"test accuracy after: +([0-9.]+)", out).group(1))
     assert 0.5 < before <= after <= 1.0, out
+
+
+def test_mnist5k_table_prints_a_row_per_model():
+    # --quick: one epoch each, the plumbing of the README's table (the full run takes minutes);
+    # its first row is `tinycnn train --data mnist-5k` on the fixed 4000/1000 split.
+    pytest.importorskip("sklearn")
+    result = run_example("mnist5k_vs_mlp.py", 240, "--quick")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| model | held-out accuracy | epochs | training seconds |"
+    assert len(rows) == 4 and "tinycnn train" in rows[1] and "MLPClassifier" in rows[3]
+    for row in rows[1:]:
+        accuracy = float(row.split("|")[2])
+        assert 0.5 < accuracy <= 1.0, row  # real digits, learnt in one epoch

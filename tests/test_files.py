@@ -243,3 +243,19 @@ def test_an_interrupt_during_a_write_lets_it_finish(signum, tmp_path):
         with pytest.raises(KeyboardInterrupt):  # between writes: at once
             os.kill(os.getpid(), signum)
     assert signal.getsignal(signum) == before
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="needs POSIX signals")
+def test_a_long_writer_may_be_interrupted_at_once(tmp_path):
+    from tinycnn.cli import _interrupts_between_writes
+
+    path = tmp_path / "download.gz"
+    path.write_bytes(b"old")
+    with _interrupts_between_writes():
+        with pytest.raises(KeyboardInterrupt):
+            with _files.atomic_path(path, hold_interrupts=False) as tmp:
+                with open(tmp, "wb") as handle:
+                    handle.write(b"part")
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    handle.write(b" never written")  # pragma: no cover
+    assert path.read_bytes() == b"old" and temporaries(tmp_path) == []

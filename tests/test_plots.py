@@ -82,9 +82,54 @@ def test_feature_maps_plot(tmp_path, C, F):
     assert no_temporaries(tmp_path)
 
 
+def test_confusion_plot_counts_true_against_predicted(tmp_path):
+    path = tmp_path / "confusion.png"
+    y_true = np.array(["cat", "cat", "dog", "owl", "owl", "owl"])
+    y_pred = np.array(["cat", "dog", "dog", "owl", "cat", "owl"])
+    counts = plots.plot_confusion(path, y_true, y_pred, ["cat", "dog", "owl"])
+    np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    assert_valid_png(path)
+    many = np.arange(40) % 40  # beyond 30 classes: colours and a colour bar, no numbers
+    assert plots.plot_confusion(path, many, many, np.arange(40)).trace() == 40
+    assert_valid_png(path)
+    assert no_temporaries(tmp_path)
+
+
+@pytest.mark.parametrize("C", [1, 3])
+def test_errors_plot_shows_the_misclassified_images(tmp_path, C):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(50, C, 9, 7))
+    y_true, y_pred = np.arange(50) % 5, np.arange(50) % 5
+    y_pred[[3, 10, 11]] = 4 - y_pred[[3, 10, 11]]
+    path = tmp_path / "errors.png"
+    assert plots.plot_errors(path, images, y_true, y_pred, names={0: "zero"}) == 3
+    assert_valid_png(path)
+    y_pred[:] = 0
+    assert plots.plot_errors(path, images, y_true, y_pred, max_images=4) == 40
+    assert_valid_png(path)
+    assert plots.plot_errors(path, images, y_true, y_true) == 0  # says so in the picture
+    assert_valid_png(path)
+
+
+def test_predicted_vs_true_plot(tmp_path):
+    path = tmp_path / "p.png"
+    y = np.linspace(0, 1, 30)
+    plots.plot_predicted_vs_true(path, y, y + 0.1)
+    assert_valid_png(path)
+    plots.plot_predicted_vs_true(path, np.c_[y, 2 * y], np.c_[y, y])  # two outputs
+    assert_valid_png(path)
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [
+        (lambda p: plots.plot_confusion(p, [0, 1], [0], [0, 1]), "y_true and y_pred"),
+        (lambda p: plots.plot_confusion(p, [0, 1], [0, 1], [0, 1], ["a"]), "names"),
+        (lambda p: plots.plot_errors(p, np.zeros((2, 2, 4, 4)), [0, 1], [1, 0]), "C 1 or 3"),
+        (lambda p: plots.plot_errors(p, np.zeros((2, 1, 4, 4)), [0], [1]), "images must be"),
+        (lambda p: plots.plot_errors(p, np.zeros((1, 1, 4, 4)), [0], [1], max_images=0),
+         "max_images"),
+        (lambda p: plots.plot_predicted_vs_true(p, np.zeros(3), np.zeros(4)), "y_true and y_pred"),
         (lambda p: plots.plot_loss(p, []), "train_loss"),
         (lambda p: plots.plot_loss(p, [1.0, 2.0], [1.0]), "validation_loss"),
         (lambda p: plots.plot_filters(p, np.zeros((3, 3))), "kernel"),

@@ -121,11 +121,14 @@ def _nearly_full(folder: str) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+def atomic_path(path: str | os.PathLike, hold_interrupts: bool = True) -> Iterator[str]:
     """Yield the path a writer should fill for the destination ``path``, by the writer rule of
     the module docstring: a temporary file beside ``path`` (or beside a symlink's target) that is
     flushed and renamed onto it when the block ends without error, and removed otherwise; or,
-    for a device/FIFO, the path itself. Errors name ``path``, never the temporary file."""
+    for a device/FIFO, the path itself. Errors name ``path``, never the temporary file.
+
+    ``hold_interrupts=False`` is for a long writer (a download): an interrupt then abandons the
+    block's work at once (the destination stays as it was); only the final rename is held."""
     path = os.fspath(path)
     target = os.path.realpath(path)  # a symlink's (final) target; the path itself otherwise
     kind = _kind(target)
@@ -139,13 +142,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         except OSError as exc:
             raise write_error(exc, path) from None
         return
-    with _holding_interrupts():
+    with _holding_interrupts() if hold_interrupts else contextlib.nullcontext():
         with _temporary_beside(target, path) as tmp:
             try:
                 yield tmp
-                with open(tmp, "rb+") as written:
-                    os.fsync(written.fileno())
-                os.replace(tmp, target)
+                with _holding_interrupts():  # nested: raised by the outermost hold
+                    with open(tmp, "rb+") as written:
+                        os.fsync(written.fileno())
+                    os.replace(tmp, target)
             except OSError as exc:
                 raise write_error(exc, path) from None
         _fsync_folder(os.path.dirname(target))

@@ -210,14 +210,16 @@ def _add_train(commands: Any) -> None:
     train = commands.add_parser(
         "train",
         help="train a network on a data set and write the model, metrics and plots",
-        description="Train on a built-in data set or a .npz file holding X and y. 25% of the data "
-        "(stratified by class for a classification task; random_state=--seed) is held out as "
-        "the test split. Writes to --out: "
-        "model.npz, metrics.json, loss.png, filters.png, feature_maps.png, history.json, "
-        "run.json and checkpoint.npz (written atomically after every epoch). --out must be new, "
-        "empty or a tinycnn run folder that this command may change (--resume, --overwrite), "
-        "and is locked while the run lasts. Ctrl-C and SIGTERM stop after the file being "
-        "written; --resume continues.",
+        description="Train on a built-in data set, a folder of images (one subfolder per class), "
+        "a folder of MNIST-format IDX files or a .npz file holding X and y. The test split is "
+        "the data set's own where it has one (the t10k files of IDX data, mnist-5k's last 100 "
+        "of each digit); otherwise 25% of the data (stratified by class for a classification "
+        "task; random_state=--seed) is held out. Writes to --out: model.npz, metrics.json, "
+        "loss.png, filters.png, feature_maps.png, confusion.png and errors.png (classification) "
+        "or predicted_vs_true.png (regression), history.json, run.json and checkpoint.npz "
+        "(written atomically after every epoch). --out must be new, empty or a tinycnn run "
+        "folder that this command may change (--resume, --overwrite), and is locked while the "
+        "run lasts. Ctrl-C and SIGTERM stop after the file being written; --resume continues.",
         formatter_class=DefaultsFormatter,
         allow_abbrev=False,
     )
@@ -225,11 +227,24 @@ def _add_train(commands: Any) -> None:
     data.add_argument(
         "--data",
         required=True,
-        metavar="NAME|FILE.npz",
-        help="'digits' (scikit-learn's 8x8 digits), 'shapes' (synthetic 12x12 images of 4 "
-        "shapes), 'shapes-size' (synthetic regression: a disk's radius) or a .npz file with "
-        "X (N, n_features), (N, H, W) or (N, C, H, W) and y (N,) or (N, n_outputs), and "
-        "optionally image_shape (C, H, W) for a 2-D X",
+        metavar="NAME|FOLDER|FILE.npz",
+        help="'digits' (scikit-learn's 8x8 digits), 'mnist-5k' (5000 real MNIST digits, "
+        "offline), 'mnist', 'fashion-mnist', 'kmnist' (downloaded once into $TINYCNN_DATA or "
+        "~/.cache/tinycnn), 'shapes' (synthetic 12x12 images of 4 shapes), 'shapes-size' "
+        "(synthetic regression: a disk's radius); a folder with one subfolder of PNG/JPEG/BMP/"
+        "GIF/TIFF images per class; a folder of IDX files (train-images-idx3-ubyte[.gz], "
+        "train-labels-idx1-ubyte[.gz] and the t10k-* pair); or a .npz file with X (N, "
+        "n_features), (N, H, W) or (N, C, H, W) and y (N,) or (N, n_outputs), and optionally "
+        "image_shape (C, H, W) for a 2-D X",
+    )
+    data.add_argument(
+        "--image-size",
+        nargs=2,
+        type=positive_int,
+        metavar=("H", "W"),
+        default=None,
+        help="resize the images of an image folder to H x W pixels; default: the size most of "
+        "the files have",
     )
     data.add_argument("--out", required=True, metavar="DIR", help="folder for the run's files")
     data.add_argument(
@@ -351,24 +366,31 @@ def _add_predict(commands: Any) -> None:
     predict = commands.add_parser(
         "predict",
         help="apply a trained model to new data",
-        description="Read X in the same form as the training data came (e.g. for digits the "
-        "raw 0-16 values of load_digits().data, shape (N, 64)); the input scaling learned in "
-        "training is stored in the model and applied. Writes class labels (classifier) or "
-        "predicted values (regressor) as a .npy file.",
+        description="Read image files (or folders of them) or one .npy/.npz array. Image files "
+        "are read as training read its image folder: converted to the model's channels "
+        "(grayscale or RGB) and resized to its image size; predictions go to a CSV file with "
+        "the columns path, label (the class name) and, for a classifier, p_<class> for each "
+        "class. An array is read in the same form as the training data came (e.g. for digits "
+        "the raw 0-16 values of load_digits().data, shape (N, 64)), and the class labels "
+        "(classifier) or predicted values (regressor) are written as a .npy file. The input "
+        "scaling learned in training is stored in the model and applied.",
         allow_abbrev=False,
     )
     predict.add_argument("--model", required=True, metavar="MODEL.npz", help="a trained model")
     predict.add_argument(
         "--input",
         required=True,
-        metavar="X.npy|X.npz",
-        help="the samples: a .npy array, or a .npz holding X",
+        nargs="+",
+        metavar="IMAGE|FOLDER|X.npy|X.npz",
+        help="the samples: image files and folders of them (searched recursively; hidden and "
+        "non-image files skipped), or one .npy array or .npz holding X",
     )
     predict.add_argument(
         "--output",
         required=True,
-        metavar="Y.npy",
-        help="where to write the predictions (.npy); not the model or the input",
+        metavar="OUT.csv|Y.npy",
+        help="where to write the predictions: a .csv for image files, a .npy for an array; "
+        "not the model or an input",
     )
     predict.set_defaults(handler=_run_predict)
 
@@ -379,20 +401,21 @@ def _add_evaluate(commands: Any) -> None:
         help="print a trained model's metrics on a data set",
         description="Score a model on a data set: accuracy, log-loss and macro F1 for a "
         "classifier; R^2, mean squared and mean absolute error for a regressor. By default on "
-        "the whole data set; --split test scores the same held-out 25% that 'tinycnn train' "
-        "tested on, for the seed stored in the model.",
+        "the whole data set; --split test scores the test split 'tinycnn train' tested on: the "
+        "data set's own, or the held-out 25%% for the seed stored in the model.",
         formatter_class=DefaultsFormatter,
         allow_abbrev=False,
     )
     evaluate.add_argument("--model", required=True, metavar="MODEL.npz", help="a trained model")
     evaluate.add_argument(
-        "--data", required=True, metavar="NAME|FILE.npz", help="a data set, as for train"
+        "--data", required=True, metavar="NAME|FOLDER|FILE.npz", help="a data set, as for train"
     )
     evaluate.add_argument(
         "--split",
         choices=("all", "test"),
         default="all",
-        help="score on all of the data, or on train's held-out test split for --seed",
+        help="score on all of the data, or on the test split train used (the data set's own, "
+        "or the held-out 25%% for --seed)",
     )
     evaluate.add_argument(
         "--seed",
@@ -402,6 +425,13 @@ def _add_evaluate(commands: Any) -> None:
         "in the model (the one train used)",
     )
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument(
+        "--plots",
+        metavar="DIR",
+        default=None,
+        help="also draw the pictures into the folder DIR: confusion.png and errors.png for a "
+        "classifier, predicted_vs_true.png for a regressor",
+    )
     evaluate.set_defaults(handler=_run_evaluate)
 
 
@@ -423,7 +453,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from .apply import evaluate_command
 
-    metrics = evaluate_command(args.model, args.data, args.split, args.seed)
+    metrics = evaluate_command(args.model, args.data, args.split, args.seed, args.plots)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

@@ -1,4 +1,6 @@
-"""Pictures of a training run: the loss curves, the learned kernels, one sample's feature maps.
+"""Pictures of a training run: the loss curves, the learned kernels, one sample's feature maps,
+and of a model on held-out data: the confusion matrix, the misclassified images, predicted
+against true values.
 
 Needs matplotlib (``pip install 'tinycnn[plot]'``), imported only when a picture is drawn. The
 figures are built with matplotlib's object-oriented API and rendered by its Agg (PNG) canvas, so
@@ -145,4 +147,150 @@ def plot_feature_maps(path: str | os.PathLike, image: np.ndarray, feature_maps: 
         ax.imshow(maps[f], cmap="viridis", vmin=0.0)
         ax.set_title(f"filter {f}", fontsize=8)
     fig.suptitle("one sample through the conv layer (after ReLU)")
+    _save(fig, path)
+
+
+def plot_confusion(
+    path: str | os.PathLike,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    labels: Sequence[Any],
+    names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Draw the confusion matrix of ``y_true`` against ``y_pred`` (both ``(N,)``) to a PNG at
+    ``path``: one row per true class, one column per predicted class, in the order of
+    ``labels`` ``(K,)``, shown as ``names`` (default: the labels as text). Returns the counts
+    ``(K, K)``."""
+    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    labels = np.asarray(labels)
+    if y_true.shape != y_pred.shape or y_true.size == 0:
+        raise ValueError(
+            f"y_true and y_pred must be non-empty and of one length, got shapes "
+            f"{y_true.shape} and {y_pred.shape}"
+        )
+    names = [str(v) for v in labels] if names is None else [str(v) for v in names]
+    if len(names) != len(labels):
+        raise ValueError(f"names must give one name per label ({len(labels)}), got {len(names)}")
+    K = len(labels)
+    index = {label: k for k, label in enumerate(labels.tolist())}
+    counts = np.zeros((K, K), dtype=np.int64)
+    for t, p in zip(y_true.tolist(), y_pred.tolist()):
+        if t in index and p in index:
+            counts[index[t], index[p]] += 1
+    side = min(2.5 + 0.55 * K, 14.0)
+    fig = _figure(side + 0.5, side)
+    ax = fig.add_subplot()
+    image = ax.imshow(counts, cmap="Blues")
+    if K <= 30:  # numbers in cells are unreadable beyond that
+        threshold = counts.max() / 2
+        for i in range(K):
+            for j in range(K):
+                colour = "white" if counts[i, j] > threshold else "black"
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                        color=colour)  # fmt: skip
+    else:  # the colours alone tell the counts: give their scale
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    long_names = max(map(len, names)) > 3  # slanted, so that they do not overlap
+    ax.set_xticks(range(K), names, fontsize=8, rotation=45 if long_names else 0,
+                  ha="right" if long_names else "center")  # fmt: skip
+    ax.set_yticks(range(K), names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    ax.set_title(f"confusion matrix\n{counts.sum()} samples, accuracy {accuracy:.3f}")
+    _save(fig, path)
+    return counts
+
+
+def _scaled(image: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` -> ``(H, W, 3)`` in [0, 1], scaled to the image's own range (gray images
+    repeated across the three channels)."""
+    lo, hi = float(image.min()), float(image.max())
+    scaled = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+    return np.repeat(scaled, 3 // scaled.shape[0], axis=0).transpose(1, 2, 0)
+
+
+def plot_errors(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    names: dict[Any, str] | None = None,
+    max_images: int = 36,
+) -> int:
+    """Draw a grid of the misclassified ``images`` ``(N, C, H, W)`` (``C`` 1 or 3; the first
+    ``max_images`` where ``y_true != y_pred``, both ``(N,)``) with their true and predicted
+    labels (shown as ``names[label]`` when given) to a PNG at ``path``. Each image is scaled
+    to its own range. Returns how many images were misclassified (the file says so when none
+    were)."""
+    images = np.asarray(images, dtype=np.float64)
+    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    if (
+        images.ndim != 4
+        or images.shape[1] not in (1, 3)
+        or images.shape[0] != y_true.shape[0]
+        or y_true.shape != y_pred.shape
+    ):
+        raise ValueError(
+            f"images must be (N, C, H, W) with C 1 or 3 and one label each in y_true and "
+            f"y_pred, got shapes {images.shape}, {y_true.shape} and {y_pred.shape}"
+        )
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise ValueError(f"max_images must be an integer >= 1, got {max_images!r}")
+    wrong = np.flatnonzero(y_true != y_pred)
+    shown = wrong[:max_images]
+    name = (lambda v: str(v)) if names is None else (lambda v: str(names.get(v, v)))
+    n_cols = min(max(len(shown), 1), 6)
+    n_rows = max(1, -(-len(shown) // n_cols))
+    # One mosaic in one axes: as many subplots would take seconds to lay out.
+    H, W = images.shape[2:]
+    gap, label = max(1, W // 8), max(2, round(0.4 * H))  # between columns; above each, for text
+    mosaic = np.ones((n_rows * (H + label), n_cols * (W + gap) + gap, 3))
+    for k, i in enumerate(shown):
+        r, c = label + (k // n_cols) * (H + label), gap + (k % n_cols) * (W + gap)
+        mosaic[r : r + H, c : c + W] = _scaled(images[i])
+    fig = _figure(0.4 + 1.6 * n_cols, 0.6 + 1.6 * n_rows * (H + label) / (W + gap))
+    ax = fig.add_subplot()
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.axis("off")
+    if len(shown) == 0:
+        ax.text(mosaic.shape[1] / 2, mosaic.shape[0] / 2, "no misclassified images",
+                ha="center", va="center")  # fmt: skip
+    for k, i in enumerate(shown):
+        r, c = label + (k // n_cols) * (H + label), gap + (k % n_cols) * (W + gap)
+        ax.text(c + W / 2, r - 0.5, f"true {name(y_true[i].item())}\n"
+                f"predicted {name(y_pred[i].item())}", ha="center", va="bottom",
+                fontsize=7)  # fmt: skip
+    more = f" (first {len(shown)})" if len(wrong) > len(shown) else ""
+    fig.suptitle(f"{len(wrong)} of {len(y_true)} images misclassified{more}")
+    _save(fig, path)
+    return int(len(wrong))
+
+
+def plot_predicted_vs_true(path: str | os.PathLike, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+    """Draw predicted against true values (``(N,)`` or ``(N, n_outputs)``, one colour per
+    output) with the line of perfect predictions, to a PNG at ``path``."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if y_true.size == 0 or y_true.reshape(len(y_true), -1).shape != y_pred.reshape(
+        len(y_pred), -1
+    ).shape:
+        raise ValueError(
+            f"y_true and y_pred must be non-empty and of one shape, got {y_true.shape} and "
+            f"{y_pred.shape}"
+        )
+    true2, pred2 = y_true.reshape(len(y_true), -1), y_pred.reshape(len(y_pred), -1)
+    fig = _figure(5.0, 5.0)
+    ax = fig.add_subplot()
+    for k in range(true2.shape[1]):
+        label = f"output {k}" if true2.shape[1] > 1 else None
+        ax.scatter(true2[:, k], pred2[:, k], s=10, alpha=0.6, label=label)
+    lo = float(min(true2.min(), pred2.min()))
+    hi = float(max(true2.max(), pred2.max()))
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="predicted = true")
+    ax.set_xlabel("true value")
+    ax.set_ylabel("predicted value")
+    ax.set_title(f"predicted against true values, {len(true2)} samples")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
     _save(fig, path)

@@ -5,7 +5,9 @@ The folder (``--out``) holds, when the run has finished:
 * ``model.npz``: the trained estimator (``tinycnn.load`` reads it);
 * ``metrics.json``: epochs run in total, held-out test score, timings; written LAST, so its
   presence (with ``model.npz``) means the run finished;
-* ``loss.png``, ``filters.png``, ``feature_maps.png``: the pictures;
+* ``loss.png``, ``filters.png``, ``feature_maps.png``: the pictures of training; and of the model
+  on the test split: ``confusion.png`` and ``errors.png`` (classification) or
+  ``predicted_vs_true.png`` (regression);
 * ``history.json``: per epoch, the training loss, the loss on the held-out test split and the
   seconds the epoch took;
 * ``run.json``: the run record (options, data, estimator parameters, versions, command lines);
@@ -54,7 +56,8 @@ from ._files import (
     write_json,
 )
 from ._version import __version__
-from .datasets import TEST_SIZE, DatasetInfo, held_out_split, load_dataset
+from .apply import CLASSIFICATION_PICTURES, REGRESSION_PICTURES, draw_evaluation
+from .datasets import DatasetInfo, load_dataset, split_dataset
 
 MODEL = "model.npz"
 METRICS = "metrics.json"
@@ -62,8 +65,10 @@ CHECKPOINT = "checkpoint.npz"
 HISTORY = "history.json"
 RUN_RECORD = "run.json"
 PICTURES = ("loss.png", "filters.png", "feature_maps.png")
+# The pictures of the model on the test split (a task draws its own share of them).
+EVALUATION_PICTURES = (*CLASSIFICATION_PICTURES, *REGRESSION_PICTURES)
 # Removed when a run starts afresh; metrics.json first, since it marks a finished run.
-RUN_FILES = (METRICS, MODEL, *PICTURES, HISTORY, CHECKPOINT, RUN_RECORD)
+RUN_FILES = (METRICS, MODEL, *PICTURES, *EVALUATION_PICTURES, HISTORY, CHECKPOINT, RUN_RECORD)
 # The run record says what it is, so a user's own run.json is never taken for one.
 RECORD_FORMAT = "tinycnn-run"
 
@@ -84,6 +89,7 @@ RUN_OPTIONS = (
     "early_stopping",
     "validation_fraction",
     "n_iter_no_change",
+    "image_size",
 )
 
 
@@ -239,7 +245,9 @@ class RunFolder:
 def run_options(args: argparse.Namespace, info: DatasetInfo) -> dict[str, Any]:
     """The options that define the run, JSON-ready; the data set by its resolved source."""
     options = {"data": info.source, "task": info.task}
-    options.update({name: getattr(args, name) for name in RUN_OPTIONS})
+    options.update({name: getattr(args, name, None) for name in RUN_OPTIONS})
+    if options["image_size"] is not None:  # as JSON gives it back: a list
+        options["image_size"] = list(options["image_size"])
     return options
 
 
@@ -434,7 +442,8 @@ def train_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} exists and is not a folder")
-    X, y, info = load_dataset(args.data, task=args.task)
+    image_size = getattr(args, "image_size", None)
+    X, y, info = load_dataset(args.data, task=args.task, image_size=image_size)
     _refuse_data_inside_the_run(args.data, out)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -449,11 +458,20 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def _refuse_data_inside_the_run(data: str, out: Path) -> None:
+    """The data must survive the run: not one of the files it replaces, and not a folder the
+    run folder is (or is inside), whose next reading would find the run's files."""
     for name in RUN_FILES:
         if same_file(data, out / name):
             raise RunError(
                 f"--data {data} is the run's own {name} in --out {out}, which training "
                 "replaces; copy the data elsewhere or choose another --out"
+            )
+    if os.path.isdir(data):
+        data_real, out_real = os.path.realpath(data), os.path.realpath(out)
+        if os.path.commonpath([data_real, out_real]) == data_real:
+            raise RunError(
+                f"--out {out} is inside the --data folder {data}, where the run's files would "
+                "be read as data next time; choose an --out outside it"
             )
 
 
@@ -464,6 +482,8 @@ def _train_in_owned_folder(
     from sklearn.exceptions import ConvergenceWarning
 
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    if info.skipped:
+        say(f"skipped {info.skipped} files in {args.data} that are hidden or not images")
     options = run_options(args, info)
     folder = RunFolder(out)
 
@@ -515,11 +535,11 @@ def _train_in_owned_folder(
             f"{args.epochs}; give --epochs {start_epoch} or more to continue it, or "
             "--overwrite to start afresh"
         )
-    X_train, X_test, y_train, y_test = held_out_split(X, y, info.task, args.seed)
+    X_train, X_test, y_train, y_test, split = split_dataset(X, y, info, args.seed)
     est = estimator_for(options, info, X)
 
     def start_record() -> None:
-        _write_record(folder, options, info, est, args, start_epoch, len(y_train), len(y_test))
+        _write_record(folder, options, info, est, args, start_epoch, split)
 
     def start_afresh() -> None:
         # Only once the first epoch has trained: a run refused by the estimator's own checks
@@ -565,13 +585,14 @@ def _train_in_owned_folder(
 
     est.save(folder.model)
     metrics = _metrics(est, info, curves, X_train, y_train, X_test, y_test, args.epochs)
-    _draw(folder, est, curves, X_test)
+    metrics["split"] = split["split"]
+    pictures = _draw(folder, est, curves, X_test, y_test, info)
     write_json(folder.metrics, metrics)  # last: marks the run finished
     score = "test_accuracy" if info.task == "classification" else "test_r2"
     say(
         f"{score} {metrics[score]:.4g} after {metrics['epochs']} epochs "
         f"({metrics['train_seconds']:.1f} s of training); wrote {out}/"
-        f"{{{MODEL},{METRICS},{','.join(PICTURES)}}}"
+        f"{{{MODEL},{METRICS},{','.join(pictures)}}}"
     )
     return 0
 
@@ -599,8 +620,7 @@ def _write_record(
     est: Any,
     args: argparse.Namespace,
     start_epoch: int,
-    n_train: int,
-    n_test: int,
+    split: dict[str, Any],
 ) -> None:
     previous = None
     if start_epoch:
@@ -615,13 +635,7 @@ def _write_record(
         "format": RECORD_FORMAT,
         "options": options,
         "data": info.to_dict(),
-        "split": {
-            "test_size": TEST_SIZE,
-            "random_state": args.seed,
-            "n_train": n_train,
-            "n_test": n_test,
-            "stratified": info.task == "classification",
-        },  # fmt: skip
+        "split": split,
         "estimator": {"class": type(est).__name__, "params": _jsonable(est.get_params())},
         "versions": _versions(),
         "sessions": sessions,
@@ -668,7 +682,15 @@ def _metrics(
     return metrics
 
 
-def _draw(folder: RunFolder, est: Any, curves: dict[str, list], X_test: np.ndarray) -> None:
+def _draw(
+    folder: RunFolder,
+    est: Any,
+    curves: dict[str, list],
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    info: DatasetInfo,
+) -> tuple[str, ...]:
+    """Draw every picture of the run; return their file names."""
     from . import plots
 
     train_loss = list(est.loss_curve_)
@@ -684,3 +706,4 @@ def _draw(folder: RunFolder, est: Any, curves: dict[str, list], X_test: np.ndarr
     plots.plot_filters(folder.folder / "filters.png", est.params_.kernel)
     image, maps = feature_maps(est, X_test)
     plots.plot_feature_maps(folder.folder / "feature_maps.png", image, maps)
+    return (*PICTURES, *draw_evaluation(folder.folder, est, X_test, y_test, info))
