@@ -162,6 +162,16 @@ def test_data_inside_the_run_folder_is_refused(tmp_path, capsys):
     assert np.load(data)["X"].shape == (20, 16)
 
 
+def test_a_run_folder_inside_an_image_folder_is_refused(tmp_path, capsys):
+    from conftest import make_image_folder
+
+    pics = make_image_folder(tmp_path / "pics", classes=("a", "b"), per_class=3)
+    for out in (pics / "run", pics):
+        code, _, err = run_main(["train", "--data", pics, "--out", out, "--overwrite"], capsys)
+        assert_one_line_error(code, err, "inside the --data folder")
+    assert sorted(p.name for p in pics.iterdir()) == ["a", "b"]
+
+
 def test_a_damaged_checkpoint_suggests_overwrite(tmp_path, capsys, monkeypatch):
     from test_cli import _stop_after
 
