@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
 
 demo: $(STAMP)
-	$(VENV)/bin/tinycnn train --data digits --out runs/demo
+	$(VENV)/bin/tinycnn train --data digits --out runs/demo --overwrite
 
 bench: $(STAMP)
 	$(PY) bench/bench.py

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -258,3 +259,26 @@ def test_held_out_split_is_a_stratified_quarter_fixed_by_the_seed():
     # Regression targets are not stratified (a float y has no classes).
     _, _, _, r_test = datasets.held_out_split(X, y.astype(float) + 0.5, "regression", seed=5)
     assert len(r_test) == 450
+
+
+def test_headers_that_do_not_fit_the_file_are_refused_before_reading(tmp_path):
+    import zipfile
+
+    good = tmp_path / "X.npy"
+    np.save(good, np.arange(12.0).reshape(3, 4))
+    data = good.read_bytes()
+    for name, content, fragment in (
+        ("short.npy", data[:-8], "(3, 4) of float64 (96 bytes), but the file holds 88 bytes"),
+        ("long.npy", data + bytes(8), "(3, 4) of float64 (96 bytes), but the file holds 104 bytes"),
+    ):
+        (tmp_path / name).write_bytes(content)
+        message = re.escape(f"{name}: its header claims shape {fragment}")
+        with pytest.raises(DatasetError, match=message):
+            read_array_file(tmp_path / name)
+    lying = tmp_path / "lying.npz"
+    with zipfile.ZipFile(lying, "w", compression=zipfile.ZIP_BZIP2) as archive:
+        archive.writestr("X.npy", data)
+    with pytest.raises(DatasetError, match="lying.npz: member 'X' uses ZIP compression method"):
+        read_array_file(lying)
+    np.savez_compressed(tmp_path / "fine.npz", X=np.arange(12.0).reshape(3, 4))
+    assert read_array_file(tmp_path / "fine.npz").shape == (3, 4)

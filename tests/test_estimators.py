@@ -117,6 +117,40 @@ def test_standardisation_is_per_channel_and_learned_in_fit():
     np.testing.assert_array_equal(raw.input_std_, [1.0, 1.0])
 
 
+def test_data_whose_statistics_overflow_is_refused_naming_the_fix():
+    X, y, _ = small_images()
+    with pytest.raises(ValueError, match="too large to standardise.*rescale"):
+        CNNClassifier(max_iter=1, random_state=0).fit(X * 1e200, y)
+
+
+def test_the_nan_error_is_short_and_about_tinycnn():
+    X, y, _ = small_images()
+    X = X.copy()
+    X[0, 0, 0, 0] = np.nan
+    for est in (CNNClassifier(max_iter=1), CNNRegressor(max_iter=1)):
+        with pytest.raises(ValueError, match="contains NaN") as info:
+            est.fit(X, y)
+        message = str(info.value)
+        assert len(message) < 200 and "HistGradientBoosting" not in message, message
+        assert type(est).__name__ in message and "impute" in message
+
+
+def test_the_regressor_docstring_examples_run_and_show_target_scaling():
+    import doctest
+
+    from tinycnn import estimators
+
+    assert "TransformedTargetRegressor" in CNNRegressor.__doc__
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner()
+    for test in finder.find(estimators.CNNRegressor, "CNNRegressor", module=estimators):
+        if test.examples:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                runner.run(test)
+    assert runner.failures == 0 and runner.tries >= 6
+
+
 def test_X_is_never_written_and_may_be_read_only():
     X, y, _ = small_images()
     X.setflags(write=False)

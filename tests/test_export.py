@@ -200,6 +200,16 @@ def test_to_torch_module_pickles(tmp_path):
     np.testing.assert_array_equal(run_torch(loaded, X), run_torch(module, X))
 
 
+def test_to_torch_module_says_what_input_it_takes():
+    est = make_fitted(image_shape=(2, 7, 5))
+    module = export.to_torch(est)
+    for x in (torch.zeros(3, 70), torch.zeros(3, 1, 7, 5), np.zeros((3, 2, 7, 5))):
+        with pytest.raises(ValueError, match=r"images as a torch.float32 tensor \(N, 2, 7, 5\)"):
+            module(x)
+    with pytest.raises(TypeError, match=r"torch.float32 tensor .* got torch.float64"):
+        module(torch.zeros(3, 2, 7, 5, dtype=torch.float64))
+
+
 def test_to_torch_refuses_an_unfitted_estimator():
     from sklearn.exceptions import NotFittedError
 

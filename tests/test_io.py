@@ -164,6 +164,18 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(
     assert tinycnn.load(path).n_filters == 4
 
 
+def test_save_refuses_what_load_would_refuse(classifier, tmp_path):
+    import copy
+
+    clf, _ = classifier
+    for attribute, bad in (("input_std_", np.inf), ("input_std_", 0.0), ("input_mean_", np.nan)):
+        broken = copy.deepcopy(clf)
+        setattr(broken, attribute, np.full_like(getattr(clf, attribute), bad))
+        with pytest.raises(ValueError, match="would refuse it"):
+            broken.save(tmp_path / "model.npz")
+    assert os.listdir(tmp_path) == []
+
+
 def test_missing_file_and_directory(tmp_path, classifier):
     with pytest.raises(FileNotFoundError):
         tinycnn.load(tmp_path / "nothing.npz")

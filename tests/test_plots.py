@@ -64,6 +64,15 @@ def test_filters_plot_grid_grows_with_filters(tmp_path):
     assert assert_valid_png(large).shape[1] > assert_valid_png(small).shape[1]
 
 
+def test_many_filters_wrap_into_rows(tmp_path):
+    eight, many = tmp_path / "eight.png", tmp_path / "many.png"
+    plots.plot_filters(eight, np.ones((8, 1, 3, 3)))
+    plots.plot_filters(many, np.ones((64, 2, 3, 3)))
+    eight_px, many_px = assert_valid_png(eight), assert_valid_png(many)
+    assert many_px.shape[1] == eight_px.shape[1]  # as wide as one row of 8
+    assert many_px.shape[0] > 8 * eight_px.shape[0] // 2  # 8 rows of filters, 2 channels each
+
+
 @pytest.mark.parametrize(("C", "F"), [(1, 1), (1, 8), (3, 12)])
 def test_feature_maps_plot(tmp_path, C, F):
     rng = np.random.default_rng(1)

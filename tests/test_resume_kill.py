@@ -1,5 +1,6 @@
-"""A real ``tinycnn train`` process killed with SIGKILL several times, at different moments, and
-continued with ``--resume`` each time, ends with exactly the weights of an uninterrupted run.
+"""A real ``tinycnn train`` process stopped by SIGTERM once and killed with SIGKILL several times,
+at different moments, and continued with ``--resume`` each time, ends with exactly the weights of
+an uninterrupted run.
 
 After every kill the checkpoint must still load (it is written atomically), and it never goes
 back in time. The kill moments: right after the first checkpoint appears, right after a later
@@ -86,7 +87,30 @@ def model_arrays(path: Path) -> dict[str, np.ndarray]:
         return {name: data[name] for name in data.files}
 
 
+def sigterm_mid_run(out: Path) -> int:
+    """Resume the run in ``out`` and SIGTERM it as a checkpoint is replaced (most likely during a
+    write): like Ctrl-C, it finishes that write, exits 143 with one line saying how to resume,
+    and leaves a complete checkpoint and no temporary file. Returns the checkpoint's epoch."""
+    checkpoint = out / "checkpoint.npz"
+    proc = start(out, resume=True)
+    before = checkpoint_mark(checkpoint)
+    assert wait_for(lambda: checkpoint_mark(checkpoint) != before, proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    err = err.decode()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "interrupted by SIGTERM" in lines[0] and "--resume" in lines[0]
+    assert str(checkpoint) in lines[0]
+    assert not [p for p in os.listdir(out) if p.startswith(".tinycnn-tmp-")]
+    epoch = checkpoint_epoch(checkpoint)  # complete and loadable
+    assert 0 < epoch < EPOCHS
+    return epoch
+
+
 def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
+    """Six SIGKILLs and a SIGTERM (handled like Ctrl-C), each followed by --resume."""
     rng = random.Random(20260101)
     reference_out = tmp_path / "reference"
     reference = start(reference_out, resume=False)  # runs alongside the killed one
@@ -104,6 +128,8 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
         ("next checkpoint", rng.uniform(0.0, 0.3)),
     ]
     for i, (moment, delay) in enumerate(kill_plans):
+        if i == 1:  # a SIGTERM between the kills, also mid-run
+            seen_epochs.append(sigterm_mid_run(out))
         proc = start(out, resume=i > 0)
         if moment == "first checkpoint":
             reached = wait_for(checkpoint.exists, proc)
@@ -150,5 +176,6 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
     )
     record = json.loads((out / "run.json").read_text())
     assert len(record["sessions"]) >= 3
-    # Temporary files of killed writers are cleaned up by the next run.
-    assert not [p for p in os.listdir(out) if p.startswith(".")]
+    # Temporary files of killed writers are cleaned up by the next run; the lock file stays.
+    assert sorted(p for p in os.listdir(out) if p.startswith(".")) == [".tinycnn-lock"]
+

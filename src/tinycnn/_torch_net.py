@@ -43,6 +43,20 @@ class TinyCNNModule(nn.Module):
         self.fc = nn.Linear(n_hidden, n_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = self.conv.weight.dtype
+        images = isinstance(x, torch.Tensor) and x.dim() == 4
+        if not images or tuple(x.shape[1:]) != self.image_shape:
+            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            C, H, W = self.image_shape
+            raise ValueError(
+                f"this module takes raw images as a {dtype} tensor (N, {C}, {H}, {W}) (the "
+                f"estimator's X reshaped, not standardised), got {got}"
+            )
+        if x.dtype != dtype:
+            raise TypeError(
+                f"this module takes a {dtype} tensor (N, C, H, W), got {x.dtype}; convert it "
+                f"with x.to({dtype}) or the module with module.to({x.dtype})"
+            )
         x = (x - self.input_mean) / self.input_std  # (N, C, H, W)
         hidden = self.relu(self.conv(x))  # (N, F, H', W')
         return self.fc(self.flatten(hidden))  # (N, F*H'*W') -> (N, O)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ._files import atomic_write, write_npy
+from ._files import atomic_write, check_output, write_npy
 from .datasets import (
     DatasetError,
     DatasetInfo,
@@ -72,9 +72,9 @@ def predict_command(model: str, inputs: str | Sequence[str], output: str) -> int
     """
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     inputs = [os.fspath(i) for i in inputs]
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise OSError(f"--output {output}: the folder {folder} does not exist")
+    # Before any work: an output that cannot be written, or that is the model or an input.
+    sources = {"--model": model, **{f"--input {i}": i for i in inputs}}
+    check_output(output, sources, name="--output")
     if not _is_array_input(inputs):
         return _predict_images(model, inputs, output)
     est = load_model(model)
@@ -186,12 +186,54 @@ def draw_evaluation(
     return REGRESSION_PICTURES
 
 
+def split_seed(est: Any, seed: int | None, model: str) -> tuple[int, str]:
+    """The seed of train's held-out split for ``--split test``, and where it came from: the
+    given ``seed``, else the one stored in the model (its ``random_state``). A seed other than
+    the model's gives a split that overlaps its training data: warned about."""
+    import warnings
+
+    stored = est.random_state if isinstance(est.random_state, (int, np.integer)) else None
+    if seed is None:
+        if stored is None:
+            raise DatasetError(
+                f"--split test: {model} stores no seed (it was trained with random_state="
+                f"{est.random_state!r}); give the --seed its training split used"
+            )
+        return int(stored), "model"
+    if stored is not None and int(stored) != seed:
+        warnings.warn(
+            f"{model} was trained with seed {int(stored)}: the test split of --seed {seed} "
+            "overlaps its training data, so the scores are too good",
+            stacklevel=2,
+        )
+    return seed, "--seed"
+
+
+def checked_targets(est: Any, y: np.ndarray, source: str) -> None:
+    """A classifier scores only labels it was trained on; anything else is a one-line error."""
+    if not hasattr(est, "classes_"):
+        return
+    classes = est.classes_
+    shown = ", ".join(str(v) for v in classes[:10]) + (", ..." if len(classes) > 10 else "")
+    if y.ndim != 1 or (y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0)):
+        raise DatasetError(
+            f"{source}: y holds regression targets (shape {y.shape}, non-integer values), but "
+            f"the model is a classifier of the labels {shown}"
+        )
+    unseen = np.setdiff1d(np.unique(y), classes)
+    if unseen.size:
+        some = ", ".join(str(v) for v in unseen[:10]) + (", ..." if unseen.size > 10 else "")
+        raise DatasetError(
+            f"{source}: y holds labels the model never saw ({some}); it knows {shown}"
+        )
+
+
 def evaluate_command(
-    model: str, data: str, split: str, seed: int, plots_folder: str | None = None
+    model: str, data: str, split: str, seed: int | None, plots_folder: str | None = None
 ) -> dict[str, Any]:
     """Metrics of ``model`` on data set ``data`` (all of it, or the test split train used: the
-    data set's own, or the held-out 25% for ``seed``); with ``plots_folder``, also the pictures
-    of :func:`draw_evaluation` there."""
+    data set's own, or the held-out 25% for ``seed``, by default the seed stored in the model);
+    with ``plots_folder``, also the pictures of :func:`draw_evaluation` there."""
     if plots_folder is not None and not os.path.isdir(plots_folder):
         raise OSError(f"--plots {plots_folder}: no such folder")
     est = load_model(model)
@@ -202,10 +244,15 @@ def evaluate_command(
         C, H, W = (int(s) for s in est.image_shape_)
         reading = {"image_size": (H, W), "channels": C if C in (1, 3) else None}
     X, y, info = load_dataset(data, task=task, **reading)
+    checked_targets(est, y, info.source)
+    metrics: dict[str, Any] = {"data": info.name, "split": split}
     if split == "test":
-        _, X, _, y, _ = split_dataset(X, y, info, seed)
+        if info.n_test is None:  # a held-out split: the seed decides which samples
+            seed, metrics["seed_from"] = split_seed(est, seed, model)
+            metrics["seed"] = seed
+        _, X, _, y, _ = split_dataset(X, y, info, 0 if seed is None else seed)
     X = checked_samples(est, X, info.source)
-    metrics: dict[str, Any] = {"data": info.name, "split": split, "n_samples": int(len(y))}
+    metrics["n_samples"] = int(len(y))
     if classifier:
         from sklearn.metrics import accuracy_score, f1_score, log_loss
 

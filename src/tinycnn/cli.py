@@ -2,16 +2,20 @@
 
 Every mistake a user can make (bad usage, a missing or damaged file, data of the wrong shape, a
 run that diverges) ends the command with a non-zero exit status and ONE line on stderr, never a
-traceback. Exit status: 0 success, 1 the command could not do its work, 2 bad usage, 130
-interrupted (Ctrl-C; a training run can then be continued with ``--resume``).
+traceback; a bug in tinycnn shows its traceback. Exit status: 0 success, 1 the command could not
+do its work, 2 bad usage, 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM. An interrupt lets
+the file being written finish first; a training run can then be continued with ``--resume``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -22,7 +26,9 @@ from ._version import __version__
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 128 + 15 = 143
+# What --seed takes: scikit-learn's random_state and NumPy's legacy seeding stop at 2**32 - 1.
+MAX_SEED = 2**32 - 1
 
 
 # ---------------------------------------------------------------- argument types
@@ -40,13 +46,25 @@ def positive_int(text: str) -> int:
 
 
 def nonnegative_int(text: str) -> int:
-    """An integer >= 0 (``--seed``)."""
+    """An integer >= 0."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def seed_value(text: str) -> int:
+    """An integer from 0 to 2**32 - 1 (``--seed``)."""
+    what = f"an integer from 0 to {MAX_SEED}"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
     return value
 
 
@@ -199,7 +217,9 @@ def _add_train(commands: Any) -> None:
         "task; random_state=--seed) is held out. Writes to --out: model.npz, metrics.json, "
         "loss.png, filters.png, feature_maps.png, confusion.png and errors.png (classification) "
         "or predicted_vs_true.png (regression), history.json, run.json and checkpoint.npz "
-        "(written atomically after every epoch).",
+        "(written atomically after every epoch). --out must be new, empty or a tinycnn run "
+        "folder that this command may change (--resume, --overwrite), and is locked while the "
+        "run lasts. Ctrl-C and SIGTERM stop after the file being written; --resume continues.",
         formatter_class=DefaultsFormatter,
         allow_abbrev=False,
     )
@@ -244,7 +264,7 @@ def _add_train(commands: Any) -> None:
     run.add_argument(
         "--seed",
         metavar="S",
-        type=nonnegative_int,
+        type=seed_value,
         default=d["seed"],
         help="random seed: the test split, the initial weights, the batch order",
     )
@@ -252,13 +272,15 @@ def _add_train(commands: Any) -> None:
     fresh_or_resumed.add_argument(
         "--resume",
         action="store_true",
-        help="continue from checkpoint.npz in --out (start afresh if there is none; do "
-        "nothing if the run already finished); give the same options as the first time",
+        help="continue from checkpoint.npz in --out (start afresh if there is none); give "
+        "the same options as the first time, except that --epochs may be larger: a finished "
+        "run is then trained further, exactly as if it had been started with that many",
     )
     fresh_or_resumed.add_argument(
         "--overwrite",
         action="store_true",
-        help="start afresh even if --out holds an unfinished run",
+        help="start afresh even if --out holds a run (finished or not) or other files; only "
+        "the run's own files there are replaced",
     )
     run.add_argument(
         "--quiet", action="store_true", help="no progress bar and no summary (errors only)"
@@ -367,7 +389,8 @@ def _add_predict(commands: Any) -> None:
         "--output",
         required=True,
         metavar="OUT.csv|Y.npy",
-        help="where to write the predictions: a .csv for image files, a .npy for an array",
+        help="where to write the predictions: a .csv for image files, a .npy for an array; "
+        "not the model or an input",
     )
     predict.set_defaults(handler=_run_predict)
 
@@ -378,8 +401,8 @@ def _add_evaluate(commands: Any) -> None:
         help="print a trained model's metrics on a data set",
         description="Score a model on a data set: accuracy, log-loss and macro F1 for a "
         "classifier; R^2, mean squared and mean absolute error for a regressor. By default on "
-        "the whole data set; --split test scores the same held-out 25% that 'tinycnn train "
-        "--seed S' tested on.",
+        "the whole data set; --split test scores the test split 'tinycnn train' tested on: the "
+        "data set's own, or the held-out 25%% for the seed stored in the model.",
         formatter_class=DefaultsFormatter,
         allow_abbrev=False,
     )
@@ -396,9 +419,10 @@ def _add_evaluate(commands: Any) -> None:
     )
     evaluate.add_argument(
         "--seed",
-        type=nonnegative_int,
-        default=TRAIN_DEFAULTS["seed"],
-        help="the --seed the model was trained with (used by --split test)",
+        type=seed_value,
+        default=None,
+        help="the --seed whose test split --split test scores on; default: the seed stored "
+        "in the model (the one train used)",
     )
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument(
@@ -446,23 +470,60 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, ImportError)
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; an unknown option is reported by the command it was given to, so the
+    hint points to that command's --help."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        commands = next(a for a in parser._actions if a.dest == "command").choices
+        commands[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+@contextlib.contextmanager
+def _interrupts_between_writes():
+    """SIGINT and SIGTERM raise ``KeyboardInterrupt`` once the write in progress has finished
+    (see ``tinycnn._files``); the previous handlers come back afterwards."""
+    from . import _files
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+    signals = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+    previous = {s: signal.getsignal(s) for s in signals}
+    _files.install_interrupt_handlers()
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     args.command_line = ["tinycnn", *argv]  # recorded in the run record
     prefix = f"tinycnn {args.command}"
     # Warnings are held back: on failure the error alone is the one line on stderr; on success
     # each distinct warning is shown in one line. NumPy's overflow warnings are not shown at
     # all: a run that overflows is caught by the divergence checks.
-    with warnings.catch_warnings(record=True) as caught, np.errstate(over="ignore"):
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        np.errstate(over="ignore"),
+        _interrupts_between_writes(),
+    ):
         warnings.simplefilter("always")
         try:
             status = args.handler(args)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            by = " by SIGTERM" if signum != signal.SIGINT else ""
             hint = getattr(args, "interrupt_hint", "")
-            print(f"{prefix}: interrupted{hint}", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            hint = hint() if callable(hint) else hint
+            print(f"{prefix}: interrupted{by}{hint}", file=sys.stderr)
+            return 128 + int(signum)
         except USER_ERRORS as exc:
             print(f"{prefix}: error: {one_line(str(exc))}", file=sys.stderr)
             return EXIT_FAILURE

@@ -344,10 +344,13 @@ class _BaseCNN(BaseEstimator):
             allow_nd=True,
             ensure_min_samples=1,
         )
-        if y is _NO_Y:
-            X = validate_data(self, X, reset=reset, **common)
-        else:
-            X, y = validate_data(self, X, y, reset=reset, **common, **self._y_check_params())
+        try:
+            if y is _NO_Y:
+                X = validate_data(self, X, reset=reset, **common)
+            else:
+                X, y = validate_data(self, X, y, reset=reset, **common, **self._y_check_params())
+        except ValueError as exc:
+            raise ValueError(_without_nan_advice(str(exc), type(self).__name__)) from None
         if X.ndim < 2:
             raise ValueError(
                 f"Expected 2D array, got {'scalar' if X.ndim == 0 else '1D'} array instead: "
@@ -414,8 +417,18 @@ class _BaseCNN(BaseEstimator):
         C = images.shape[1]
         if not standardize:
             return np.zeros(C), np.ones(C)
-        mean = images.mean(axis=(0, 2, 3), dtype=np.float64)
-        std = images.std(axis=(0, 2, 3), dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = images.mean(axis=(0, 2, 3), dtype=np.float64)
+            std = images.std(axis=(0, 2, 3), dtype=np.float64)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            c = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))[0])
+            largest = float(np.abs(images[:, c]).max())
+            raise ValueError(
+                f"X is too large to standardise: channel {c} has mean {mean[c]:.3g} and "
+                f"standard deviation {std[c]:.3g} (its largest |value| is {largest:.3g}, whose "
+                "square overflows float64); rescale the data first, e.g. divide X by its "
+                "largest absolute value"
+            )
         # A constant channel carries no information; dividing by 1 keeps it finite.
         std = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
         return mean.astype(np.float64), std.astype(np.float64)
@@ -912,6 +925,10 @@ class CNNRegressor(RegressorMixin, _BaseCNN):
 
     Parameters are those of :class:`CNNClassifier`; early stopping watches the validation R^2.
     ``y`` may be ``(N,)`` or ``(N, n_outputs)``. The dense bias starts at the mean of ``y``.
+    The input is standardised, but the targets are NOT scaled: targets far from unit size (say
+    prices in the thousands) train slowly or diverge. Scale them the scikit-learn way, with
+    ``sklearn.compose.TransformedTargetRegressor`` (second example), which also maps the
+    predictions back.
 
     Attributes
     ----------
@@ -927,6 +944,13 @@ class CNNRegressor(RegressorMixin, _BaseCNN):
     >>> X = rng.normal(size=(64, 1, 6, 6)); y = X[:, 0, 2:4, 2:4].sum(axis=(1, 2))
     >>> reg = CNNRegressor(random_state=0).fit(X, y)
     >>> bool(reg.score(X, y) > 0.9)
+    True
+    >>> from sklearn.compose import TransformedTargetRegressor
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> scaled = TransformedTargetRegressor(
+    ...     CNNRegressor(random_state=0), transformer=StandardScaler()
+    ... )
+    >>> bool(scaled.fit(X, 1000 * y).score(X, 1000 * y) > 0.9)
     True
     """
 
@@ -980,6 +1004,18 @@ class CNNRegressor(RegressorMixin, _BaseCNN):
         """Predictions ``(N,)`` for one output, else ``(N, n_outputs)``; float64."""
         out = self._outputs(X).astype(np.float64, copy=False)
         return out.ravel() if self.n_outputs_ == 1 else out
+
+
+def _without_nan_advice(message: str, name: str) -> str:
+    """scikit-learn's NaN error without its 400 characters of advice about other estimators."""
+    advice = f"\n{name} does not accept missing values encoded as NaN natively."
+    if advice not in message:
+        return message
+    return (
+        message.split(advice)[0]
+        + f" {name} does not accept missing values: impute them (sklearn.impute) or drop "
+        "those samples first"
+    )
 
 
 def _refuse_complex(name: str, value: Any) -> None:

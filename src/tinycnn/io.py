@@ -18,9 +18,12 @@ damage (a flipped bit, a truncation) is detected before anything is parsed. Stru
 checked member by member against the config (shape, dtype, no object arrays, nothing missing or
 unlisted) and the config against the network's shape, so a file crafted with a valid checksum
 is refused too. Every such failure raises :class:`tinycnn.ModelFileError` (a ``ValueError``)
-naming the file. Files are written to a temporary file in the target's directory, flushed to
-disk, then renamed over the target (``os.replace``): a reader sees the old file or the new one,
-never a mix, even if the writer is killed.
+naming the file. Saving runs the same checks on the bytes before they are written, so nothing
+is written that loading would refuse (a ``ValueError`` instead). Files are written by the
+writer rule of ``tinycnn._files``: to a temporary file in the target's directory, flushed to
+disk, then renamed over the target (``os.replace``), so a reader sees the old file or the new
+one, never a mix, even if the writer is killed (a symlink is followed, a device written in
+place).
 """
 
 from __future__ import annotations
@@ -240,7 +243,15 @@ def _write(path: Any, config: dict[str, Any], members: dict[str, np.ndarray]) ->
             with archive.open(zipfile.ZipInfo(name + ".npy", ZIP_DATE), "w") as member:
                 np.lib.format.write_array(member, value, allow_pickle=False)
     body = buffer.getvalue()[:-SEAL_LENGTH]
-    write_bytes(path, body + SEAL_PREFIX + hashlib.sha256(body).hexdigest().encode("ascii"))
+    data = body + SEAL_PREFIX + hashlib.sha256(body).hexdigest().encode("ascii")
+    # Never write what load would refuse (say, a non-finite weight or input_std): check first.
+    try:
+        _Reader(os.fspath(path), data).read(want_state=config["kind"] == "checkpoint")
+    except ModelFileError as exc:
+        raise ValueError(
+            f"not writing {os.fspath(path)}: tinycnn.load would refuse it ({exc.reason})"
+        ) from None
+    write_bytes(path, data)
 
 
 # ---------------------------------------------------------------------------------- reading

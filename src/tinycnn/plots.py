@@ -81,29 +81,39 @@ def plot_loss(
     _save(fig, path)
 
 
+# Filters per row of filters.png: more wrap into further rows.
+FILTERS_PER_ROW = 8
+
+
 def plot_filters(path: str | os.PathLike, kernel: np.ndarray) -> None:
     """Draw the learned kernels ``(F, C, k, k)`` as a grid to a PNG at ``path``.
 
-    One row per input channel, one column per filter; a shared diverging colour scale centred
-    on 0, so the sign and relative strength of every weight can be read off.
+    One column per filter, at most :data:`FILTERS_PER_ROW` across (more filters wrap into
+    further rows), and one row per input channel within each row of filters; a shared diverging
+    colour scale centred on 0, so the sign and relative strength of every weight can be read off.
     """
     kernel = np.asarray(kernel, dtype=np.float64)
     if kernel.ndim != 4 or kernel.size == 0:
         raise ValueError(f"kernel must be a non-empty (F, C, k, k) array, got shape {kernel.shape}")
     F, C = kernel.shape[:2]
+    n_cols = min(F, FILTERS_PER_ROW)
+    filter_rows = math.ceil(F / n_cols)
     limit = float(np.abs(kernel).max()) or 1.0
-    fig = _figure(1.0 + 1.1 * F, 0.6 + 1.1 * C)
-    axes = np.atleast_2d(fig.subplots(C, F, squeeze=False))
+    fig = _figure(1.0 + 1.1 * n_cols, 0.6 + 1.1 * C * filter_rows)
+    axes = fig.subplots(C * filter_rows, n_cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
     image = None
-    for c in range(C):
-        for f in range(F):
-            ax = axes[c, f]
+    for f in range(F):
+        for c in range(C):
+            ax = axes[(f // n_cols) * C + c, f % n_cols]
+            ax.axis("on")
             image = ax.imshow(kernel[f, c], cmap="RdBu_r", vmin=-limit, vmax=limit)
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
                 ax.set_title(f"filter {f}", fontsize=8)
-            if f == 0 and C > 1:
+            if f % n_cols == 0 and C > 1:
                 ax.set_ylabel(f"channel {c}", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8)
     fig.suptitle(f"learned {kernel.shape[2]}x{kernel.shape[3]} kernels")

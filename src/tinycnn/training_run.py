@@ -16,6 +16,16 @@ The folder (``--out``) holds, when the run has finished:
 
 Every file is written atomically (temporary file, then rename), so a SIGKILL at any moment leaves
 each file either as it was or complete.
+
+The folder rules:
+
+* one ``tinycnn train`` at a time owns the folder: it locks ``.tinycnn-lock`` (``fcntl.flock``,
+  released by the kernel however the process ends) before it touches anything else there; a
+  second one is refused, naming the holder's pid;
+* a non-empty folder that holds no tinycnn run is not written into, and a finished run is not
+  replaced, without ``--overwrite``; an unfinished run is continued only with ``--resume``;
+* ``--resume`` continues a run, also to a larger ``--epochs`` than it was started with (a
+  finished run is then extended), ending exactly where a run started with that many epochs ends.
 """
 
 from __future__ import annotations
@@ -36,7 +46,15 @@ from typing import Any
 
 import numpy as np
 
-from ._files import remove_stale_temporaries, write_json
+from ._files import (
+    LOCK_NAME,
+    TEMP_PREFIX,
+    FolderBusyError,
+    lock_folder,
+    remove_stale_temporaries,
+    same_file,
+    write_json,
+)
 from ._version import __version__
 from .apply import CLASSIFICATION_PICTURES, REGRESSION_PICTURES, draw_evaluation
 from .datasets import DatasetInfo, load_dataset, split_dataset
@@ -51,6 +69,8 @@ PICTURES = ("loss.png", "filters.png", "feature_maps.png")
 EVALUATION_PICTURES = (*CLASSIFICATION_PICTURES, *REGRESSION_PICTURES)
 # Removed when a run starts afresh; metrics.json first, since it marks a finished run.
 RUN_FILES = (METRICS, MODEL, *PICTURES, *EVALUATION_PICTURES, HISTORY, CHECKPOINT, RUN_RECORD)
+# The run record says what it is, so a user's own run.json is never taken for one.
+RECORD_FORMAT = "tinycnn-run"
 
 # The options that define a run: --resume must be given the same ones.
 RUN_OPTIONS = (
@@ -182,6 +202,32 @@ class RunFolder:
     def finished(self) -> bool:
         return self.metrics.is_file() and self.model.is_file()
 
+    def holds_a_run(self) -> bool:
+        """Whether ``run.json`` is a tinycnn run record (earlier versions wrote no "format"
+        but always the options and tinycnn's version)."""
+        try:
+            record = self.read_json(self.record)
+        except RunError:
+            return False
+        if not isinstance(record, dict):
+            return False
+        if record.get("format") == RECORD_FORMAT:
+            return True
+        versions = record.get("versions")
+        return (
+            isinstance(record.get("options"), dict)
+            and isinstance(versions, dict)
+            and "tinycnn" in versions
+        )
+
+    def other_entries(self) -> list[str]:
+        """What the folder holds besides its lock and temporary files of live writers."""
+        return sorted(
+            name
+            for name in os.listdir(self.folder)
+            if name != LOCK_NAME and not name.startswith(TEMP_PREFIX)
+        )
+
     def clear(self) -> None:
         for name in RUN_FILES:
             with contextlib.suppress(FileNotFoundError):
@@ -206,15 +252,16 @@ def run_options(args: argparse.Namespace, info: DatasetInfo) -> dict[str, Any]:
 
 
 def check_same_run(folder: RunFolder, options: dict[str, Any]) -> None:
-    """Refuse to resume a run that was started with other options."""
+    """Refuse to resume a run that was started with other options (``--epochs`` may differ:
+    a run can be continued to more epochs)."""
     record = folder.read_json(folder.record)
-    if record is None or "options" not in record:
+    if not isinstance(record, dict) or not isinstance(record.get("options"), dict):
         return  # nothing recorded: the checkpoint's own check (estimator parameters) decides
     before = record["options"]
     changed = [
         f"{_flag(key)} {before.get(key)!r} (now {value!r})"
         for key, value in options.items()
-        if before.get(key) != value
+        if key != "epochs" and before.get(key) != value
     ]
     if changed:
         raise RunError(
@@ -227,9 +274,19 @@ def _flag(option: str) -> str:
     return "--" + option.replace("_", "-")
 
 
+# Estimator parameters that follow from --epochs, which --resume may raise.
+EPOCH_PARAMS = ("max_iter", "n_iter_no_change")
+
+
 def _check_same_estimator(loaded: Any, fresh: Any, path: Path) -> None:
     ours, theirs = fresh.get_params(), loaded.get_params()
-    changed = [k for k in ours if _comparable(k, ours[k]) != _comparable(k, theirs.get(k))]
+    # n_iter_no_change follows from --epochs only without --early-stopping.
+    free = EPOCH_PARAMS if not fresh.early_stopping else ("max_iter",)
+    changed = [
+        k
+        for k in ours
+        if k not in free and _comparable(k, ours[k]) != _comparable(k, theirs.get(k))
+    ]
     if type(loaded) is not type(fresh) or changed:
         what = ", ".join(changed) or f"{type(loaded).__name__} vs {type(fresh).__name__}"
         raise RunError(
@@ -382,41 +439,104 @@ def _resumed_curves(folder: RunFolder, epochs: int) -> dict[str, list]:
 
 def train_command(args: argparse.Namespace) -> int:
     """Run ``tinycnn train`` for parsed ``args``; return the exit status."""
-    from sklearn.exceptions import ConvergenceWarning
-
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} exists and is not a folder")
     image_size = getattr(args, "image_size", None)
     X, y, info = load_dataset(args.data, task=args.task, image_size=image_size)
+    _refuse_data_inside_the_run(args.data, out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with lock_folder(out):
+            return _train_in_owned_folder(args, out, X, y, info)
+    except FolderBusyError as exc:
+        holder = f"pid {exc.pid}" if exc.pid is not None else "a process whose pid is unknown"
+        raise RunError(
+            f"--out {out} is in use by another tinycnn train ({holder}); wait for it to end, "
+            "or choose another --out"
+        ) from None
+
+
+def _refuse_data_inside_the_run(data: str, out: Path) -> None:
+    """The data must survive the run: not one of the files it replaces, and not a folder the
+    run folder is (or is inside), whose next reading would find the run's files."""
+    for name in RUN_FILES:
+        if same_file(data, out / name):
+            raise RunError(
+                f"--data {data} is the run's own {name} in --out {out}, which training "
+                "replaces; copy the data elsewhere or choose another --out"
+            )
+    if os.path.isdir(data):
+        data_real, out_real = os.path.realpath(data), os.path.realpath(out)
+        if os.path.commonpath([data_real, out_real]) == data_real:
+            raise RunError(
+                f"--out {out} is inside the --data folder {data}, where the run's files would "
+                "be read as data next time; choose an --out outside it"
+            )
+
+
+def _train_in_owned_folder(
+    args: argparse.Namespace, out: Path, X: np.ndarray, y: np.ndarray, info: DatasetInfo
+) -> int:
+    """``train`` once this process owns ``out``: decide what the folder allows, then train."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     if info.skipped:
         say(f"skipped {info.skipped} files in {args.data} that are hidden or not images")
     options = run_options(args, info)
     folder = RunFolder(out)
-    out.mkdir(parents=True, exist_ok=True)
+
+    state = loaded = None
+    extending = False
+    if args.overwrite:
+        pass  # start afresh whatever the folder holds; only the run's own files are replaced
+    elif not folder.holds_a_run():
+        entries = folder.other_entries()
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise RunError(
+                f"--out {out} is not empty ({shown}) and holds no tinycnn run; choose a new or "
+                f"empty folder, or add --overwrite to write the run there (replacing any "
+                f"{', '.join(RUN_FILES)})"
+            )
+    elif folder.finished():
+        metrics = folder.read_json(folder.metrics)
+        done = metrics.get("epochs") if isinstance(metrics, dict) else None
+        if not args.resume:
+            raise RunError(
+                f"--out {out} holds a finished run ({done} epochs); add --overwrite to replace "
+                "it, or --resume with a larger --epochs to train it further"
+            )
+        check_same_run(folder, options)
+        stopped = isinstance(metrics, dict) and metrics.get("stopped_early") is True
+        if done == args.epochs or (stopped and isinstance(done, int) and done < args.epochs):
+            why = "; it stopped early" if stopped and done != args.epochs else ""
+            say(f"{out}: the run already finished ({done} epochs{why}); nothing to do")
+            return 0
+        loaded, state = _load_checkpoint(folder)
+        extending = True
+    elif folder.checkpoint.exists():
+        if not args.resume:
+            raise RunError(
+                f"{out} holds an unfinished run ({folder.checkpoint}); add --resume to continue "
+                "it or --overwrite to start afresh"
+            )
+        check_same_run(folder, options)
+        loaded, state = _load_checkpoint(folder)
+    # else: a run folder with nothing trained in it (killed before its first epoch): afresh.
+    # Allowed to go on: only now clean what killed writers left (never a live writer's file).
     remove_stale_temporaries(out)
 
-    state = None
-    est = None
-    if args.resume and folder.finished():
-        check_same_run(folder, options)
-        metrics = folder.read_json(folder.metrics) or {}
-        say(f"{out}: the run already finished ({metrics.get('epochs', '?')} epochs); nothing to do")
-        return 0
-    if args.resume and folder.checkpoint.exists():
-        from . import io
-
-        check_same_run(folder, options)
-        est, state = io.load_checkpoint(folder.checkpoint)
-    elif folder.checkpoint.exists() and not folder.finished() and not args.overwrite:
+    start_epoch = epochs_done(state) if state is not None else 0
+    if start_epoch > args.epochs:
         raise RunError(
-            f"{out} holds an unfinished run ({folder.checkpoint}); add --resume to continue it "
-            "or --overwrite to start afresh"
+            f"{folder.checkpoint} has trained {start_epoch} epochs, more than --epochs "
+            f"{args.epochs}; give --epochs {start_epoch} or more to continue it, or "
+            "--overwrite to start afresh"
         )
     X_train, X_test, y_train, y_test, split = split_dataset(X, y, info, args.seed)
-    fresh = estimator_for(options, info, X)
-    start_epoch = epochs_done(state) if state is not None else 0
+    est = estimator_for(options, info, X)
 
     def start_record() -> None:
         _write_record(folder, options, info, est, args, start_epoch, split)
@@ -427,15 +547,24 @@ def train_command(args: argparse.Namespace) -> int:
         folder.clear()
         start_record()
 
-    if est is None:
-        est = fresh
-    else:
-        _check_same_estimator(est, fresh, folder.checkpoint)
+    if state is not None:
+        _check_same_estimator(loaded, est, folder.checkpoint)
+        if extending:
+            # The run is no longer finished: a kill from here on leaves a run to --resume.
+            with contextlib.suppress(FileNotFoundError):
+                folder.metrics.unlink()
         start_record()
 
     curves = _resumed_curves(folder, start_epoch)
-    args.interrupt_hint = f"; rerun with --resume to continue from {folder.checkpoint}"
-    verb = f"resuming at epoch {start_epoch}" if start_epoch else "training"
+    args.interrupt_hint = lambda: (
+        f"; rerun with --resume to continue from {folder.checkpoint}"
+        if folder.checkpoint.exists()
+        else "; no epoch had finished: rerun to start afresh"
+    )
+    if extending:
+        verb = f"extending the finished run from epoch {start_epoch}:"
+    else:
+        verb = f"resuming at epoch {start_epoch}" if start_epoch else "training"
     say(
         f"{verb} {type(est).__name__} on {info.name} ({info.task}): {len(y_train)} training and "
         f"{len(y_test)} test samples, {args.epochs} epochs -> {out}"
@@ -468,6 +597,22 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_checkpoint(folder: RunFolder) -> tuple[Any, Any]:
+    """``(estimator, training state)`` from the folder's checkpoint; a damaged checkpoint is a
+    :class:`RunError` suggesting --overwrite."""
+    from . import io
+    from .errors import ModelFileError
+
+    try:
+        loaded, state = io.load_checkpoint(folder.checkpoint)
+    except ModelFileError as exc:
+        raise RunError(
+            f"{exc}; the run cannot be resumed from it: add --overwrite (instead of --resume) "
+            "to start afresh"
+        ) from None
+    return loaded, state
+
+
 def _write_record(
     folder: RunFolder,
     options: dict[str, Any],
@@ -482,10 +627,12 @@ def _write_record(
         with contextlib.suppress(RunError):
             previous = folder.read_json(folder.record)
     sessions = previous.get("sessions", []) if isinstance(previous, dict) else []
+    sessions = sessions if isinstance(sessions, list) else []
     sessions.append(
         {"command": args.command_line, "started": _now(), "from_epoch": start_epoch, **_versions()}
     )
     record = {
+        "format": RECORD_FORMAT,
         "options": options,
         "data": info.to_dict(),
         "split": split,

@@ -104,6 +104,13 @@ class _opened:
         self.loaded: Any = None
 
     def __enter__(self) -> Any:
+        from .._npy import check_array_file
+
+        if os.path.isfile(self.path):
+            try:  # before np.load, which allocates whatever a header claims
+                check_array_file(self.path)
+            except ValueError as exc:
+                raise DatasetError(f"{self.path}: {exc}") from None
         try:
             self.loaded = np.load(self.path, allow_pickle=False)
         except (OSError, FileNotFoundError) as exc:

@@ -141,7 +141,8 @@ def fetch(
         with contextlib.ExitStack() as renames:
             # Every file to a temporary beside its destination; renamed only if all are right.
             for file_name in wanted:
-                tmp = renames.enter_context(atomic_path(folder / file_name))
+                # Not held: Ctrl-C must stop a download at once (nothing is renamed then).
+                tmp = renames.enter_context(atomic_path(folder / file_name, hold_interrupts=False))
                 _download(base_url + file_name, tmp, source.files[file_name], show,
                           _by_hand(name, base_url, folder))  # fmt: skip
     except BaseException:
