@@ -88,7 +88,7 @@ def test_two_dimensional_X_without_image_shape_is_one_row_images():
     clf = quiet_fit(CNNClassifier(max_iter=2, random_state=0), X, y)
     assert clf.image_shape_ == (1, 1, 7)
     assert clf.spec_.out_h == 1 and clf.spec_.out_w == 7  # "same" runs along the features
-    assert clf._images(X).shape == (30, 1, 1, 7)
+    assert clf.as_images(X).shape == (30, 1, 1, 7)
 
 
 def test_multichannel_images_and_float32():
@@ -487,7 +487,7 @@ BAD_PREDICTS = [
 ]
 
 
-@pytest.mark.parametrize("method", ["predict", "predict_proba", "predict_log_proba", "_images"])
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "predict_log_proba", "as_images"])
 @pytest.mark.parametrize(
     "X, words", [c[1:] for c in BAD_PREDICTS], ids=[c[0] for c in BAD_PREDICTS]
 )
@@ -500,7 +500,7 @@ def test_bad_predict_input_is_refused(method, X, words):
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
-@pytest.mark.parametrize("method", ["predict", "_images", "save"])
+@pytest.mark.parametrize("method", ["predict", "as_images", "save"])
 def test_not_fitted_error_before_fit(cls, method, tmp_path):
     arg = tmp_path / "m.npz" if method == "save" else X_OK
     with pytest.raises(NotFittedError):

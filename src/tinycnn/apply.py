@@ -42,7 +42,7 @@ def checked_samples(est: Any, X: np.ndarray, source: str) -> np.ndarray:
     if X.ndim not in (2, 3, 4) or X.shape[0] == 0:
         raise DatasetError(f"{source}: X has shape {X.shape}; this model takes {forms}")
     try:
-        images = est._images(X)
+        images = est.as_images(X)
     except (ValueError, TypeError) as exc:
         raise DatasetError(
             f"{source}: X has shape {X.shape}: {exc} (this model takes {forms})"
@@ -180,7 +180,7 @@ def draw_evaluation(
         names = display_names(est, info)
         shown = None if names is None else [names[int(c)] for c in est.classes_]
         plots.plot_confusion(folder / "confusion.png", y, predicted, est.classes_, shown)
-        plots.plot_errors(folder / "errors.png", est._images(X), y, predicted, names)
+        plots.plot_errors(folder / "errors.png", est.as_images(X), y, predicted, names)
         return CLASSIFICATION_PICTURES
     plots.plot_predicted_vs_true(folder / "predicted_vs_true.png", y, predicted)
     return REGRESSION_PICTURES

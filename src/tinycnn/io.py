@@ -121,6 +121,11 @@ def _check_fitted(est: Any) -> None:
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(est)
+    if not hasattr(est, "spec_"):
+        raise NotImplementedError(
+            "model files of format 1 hold the one-conv-layer network only; saving a stack "
+            f"({est.network_!r}) needs format 2"
+        )
 
 
 def _model_content(
@@ -434,6 +439,7 @@ class _Reader:
 
         from ._validation import check_float_dtype
         from .estimators import CNNClassifier, CNNRegressor
+        from .estimators._network import network_of
 
         cls = {"CNNClassifier": CNNClassifier, "CNNRegressor": CNNRegressor}[config["class"]]
         est = cls()
@@ -474,7 +480,7 @@ class _Reader:
         if declared is not None and declared != (C, H, W):
             raise self.fail(f"the image_shape parameter {declared} != fitted {(C, H, W)}")
         try:
-            implied = est._spec((C, H, W), spec.n_outputs)
+            implied = network_of(est, (C, H, W), spec.n_outputs).spec
         except ValueError as exc:
             raise self.fail(f"the parameters do not fit the stored network: {exc}") from None
         if implied != spec:
@@ -518,6 +524,7 @@ class _Reader:
             raise self.fail("a regressor's file has a 'classes' member")
 
         est.spec_ = spec
+        est.network_ = spec.sequential()
         est.params_ = params_
         est.input_mean_, est.input_std_ = mean, std
         est.image_shape_ = (C, H, W)

@@ -26,7 +26,17 @@ import numpy.typing as npt
 
 from ._validation import check_float_dtype, check_int, check_real_array
 from .engine import LOSSES, Engine, build_runners
-from .layers import LAYER_TYPES, Conv2d, Dense, Layer, LayerError, ReLU, Shape
+from .layers import (
+    LAYER_TYPES,
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    Layer,
+    LayerError,
+    MaxPool2d,
+    ReLU,
+    Shape,
+)
 
 
 class Sequential:
@@ -185,6 +195,40 @@ class Sequential:
         dtype = params[0].dtype if params else np.dtype(np.float64)
         X = self._check_inputs(X, dtype)
         return Engine(self, dtype, max(1, X.shape[0]), processes=1).forward(params, X)
+
+    def layer_outputs(self, params: Sequence[np.ndarray], X: np.ndarray) -> list[np.ndarray]:
+        """What each layer outputs for ``X`` ``(N, C, H, W)``: one array per layer, ``(N,
+        *shape)`` with the shape after that layer (``(N, F, H', W')`` after a conv, ``(N, D)``
+        after a Flatten or Dense).
+
+        Computed one layer at a time by the public NCHW ops (``conv2d_forward``, ``relu``, the
+        pooling forwards, ``dense_forward``), keeping every intermediate: a way to look inside
+        the network (feature maps), not to predict; :meth:`forward` is the fast way to the last.
+        """
+        from .ops import pool
+        from .ops.activations import relu
+        from .ops.conv import conv2d_forward
+        from .ops.dense import dense_forward
+
+        params = self.check_params(params)
+        dtype = params[0].dtype if params else np.dtype(np.float64)
+        a = self._check_inputs(X, dtype)
+        outputs, arrays = [], iter(params)
+        for layer in self.layers:
+            if isinstance(layer, Conv2d):
+                a = conv2d_forward(a, next(arrays), next(arrays), layer.stride, layer.pad)
+            elif isinstance(layer, Dense):
+                a, _ = dense_forward(a, next(arrays), next(arrays))
+            elif isinstance(layer, ReLU):
+                a = relu(a)
+            elif isinstance(layer, MaxPool2d):
+                a = pool.max_pool2d_forward(a, layer.size, layer.stride)
+            elif isinstance(layer, AvgPool2d):
+                a = pool.avg_pool2d_forward(a, layer.size, layer.stride)
+            else:  # Flatten: C order of (C, H, W)
+                a = a.reshape(a.shape[0], -1)
+            outputs.append(a.astype(dtype, copy=False))
+        return outputs
 
     def loss_and_grads(
         self,

@@ -138,48 +138,16 @@ def epochs_done(state: Any) -> int:
     return int(state.epoch)
 
 
-def standardized_images(est: Any, X: np.ndarray) -> np.ndarray:
-    """``X`` in any accepted form -> the network's input ``(N, C, H, W)`` of the model's dtype:
-    ``(x - input_mean_[c]) / input_std_[c]`` per channel, as the estimator does in fit/predict."""
-    images = est._images(X)
-    mean = np.asarray(est.input_mean_, dtype=np.float64)[None, :, None, None]
-    std = np.asarray(est.input_std_, dtype=np.float64)[None, :, None, None]
-    return ((images - mean) / std).astype(est.params_.kernel.dtype, copy=False)
-
-
-def held_out_targets(est: Any, y: np.ndarray) -> np.ndarray:
-    """``y`` as the network's targets ``(N, O)``: one-hot over ``classes_`` for a classifier,
-    the values themselves for a regressor."""
-    dtype = est.params_.kernel.dtype
-    y = np.asarray(y)
-    if hasattr(est, "classes_"):
-        return (y[:, None] == est.classes_[None, :]).astype(dtype)
-    return y.astype(dtype).reshape(len(y), -1)
-
-
-def held_out_loss(est: Any, inputs: np.ndarray, targets: np.ndarray) -> float:
-    """The training objective (without the L2 penalty) for standardised ``inputs``
-    ``(N, C, H, W)`` and ``targets`` ``(N, O)``: softmax cross-entropy for a classifier, mean
-    squared error over all outputs for a regressor."""
-    from .network import predict
-    from .ops.losses import mse_loss, softmax_cross_entropy
-
-    outputs = predict(est.params_, est.spec_, inputs)  # (N, O)
-    loss = softmax_cross_entropy if hasattr(est, "classes_") else mse_loss
-    value, _ = loss(outputs, targets, outputs.shape[0])
-    return float(value)
-
-
 def feature_maps(est: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One sample ``X[:1]``: its raw image ``(C, H, W)`` and the conv layer's output after ReLU
-    ``(F, H', W')``."""
-    from .ops.activations import relu
-    from .ops.conv import conv2d_forward
+    """One sample ``X[:1]``: its raw image ``(C, H, W)`` and the first conv layer's maps
+    ``(F, H', W')`` (after its ReLU, when one follows)."""
+    from .layers import Conv2d, ReLU
 
-    spec, params = est.spec_, est.params_
-    x = standardized_images(est, X[:1])
-    z = conv2d_forward(x, params.kernel, params.bias_conv, stride=spec.stride, pad=spec.pad)
-    return est._images(X[:1])[0], relu(z)[0]
+    layers = est.network_.layers
+    first = next(i for i, layer in enumerate(layers) if isinstance(layer, Conv2d))
+    if first + 1 < len(layers) and isinstance(layers[first + 1], ReLU):
+        first += 1
+    return est.as_images(X[:1])[0], est.layer_outputs(X[:1])[first][0]
 
 
 # ---------------------------------------------------------------- model files
@@ -385,8 +353,6 @@ class EpochRecorder:
         self.folder, self.curves = folder, curves
         self.before_first_epoch = before_first_epoch
         self.X_test, self.y_test = X_test, y_test
-        self.test_inputs: np.ndarray | None = None
-        self.test_targets: np.ndarray | None = None
         self.progress = progress
         self.last = time.perf_counter()
 
@@ -397,10 +363,7 @@ class EpochRecorder:
             self.before_first_epoch = None
         seconds, self.last = now - self.last, now
         train_loss = float(state.history.loss_curve[-1])
-        if self.test_inputs is None:  # the standardisation is fixed for the whole run
-            self.test_inputs = standardized_images(est, self.X_test)
-            self.test_targets = held_out_targets(est, self.y_test)
-        test_loss = held_out_loss(est, self.test_inputs, self.test_targets)
+        test_loss = est.objective(self.X_test, self.y_test)
         if not math.isfinite(test_loss):
             # The training loss (measured before the epoch's last update) can still be finite
             # when the updated weights already overflow: stop here, keep the last checkpoint.

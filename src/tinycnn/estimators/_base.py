@@ -1,18 +1,6 @@
-"""scikit-learn estimators over the engine: :class:`CNNClassifier` and :class:`CNNRegressor`.
-
-The network is conv(``n_filters`` of ``kernel_size``) -> ReLU -> flatten -> dense, trained by the
-engine (``tinycnn.training.train``) with Adam or SGD on mini-batches. These classes only add what
-scikit-learn users expect: one table of parameter constraints checked in ``fit``, input
-validation through ``sklearn.utils.validation``, learned attributes ending in ``_``, warm starts,
-``partial_fit``, early stopping on a held-out fraction, and a ``ConvergenceWarning``.
-
-Accepted ``X``: ``(N, C, H, W)`` images, ``(N, H, W)`` one-channel images, ``(N, n_features)``
-rows with ``image_shape=(C, H, W)``, or ``(N, n_features)`` without ``image_shape``, taken as
-``(N, 1, 1, n_features)`` images (so the default 3x3 "same" convolution runs along the features).
-
-Each image channel is standardised with the mean and standard deviation learned in ``fit``
-(``input_mean_``, ``input_std_``, ``(C,)`` float64): ``x' = (x - mean[c]) / std[c]``.
-"""
+"""What the classifier and the regressor share: parameters, the checks of ``X``, the
+standardisation, and one ``fit`` for ``fit``, ``partial_fit``, warm starts and resumed runs over
+:func:`tinycnn.training.train`."""
 
 from __future__ import annotations
 
@@ -23,28 +11,20 @@ import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-try:
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import r2_score
-    from sklearn.model_selection import train_test_split
-    from sklearn.utils._param_validation import Interval, StrOptions
-    from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import check_is_fitted, validate_data
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "tinycnn's estimators need scikit-learn: pip install 'tinycnn[sklearn]'"
-    ) from exc
-
-from ._validation import check_float_dtype, check_positive_float
-from .errors import DivergenceError
-from .network import ConvNetParams, ConvNetSpec, init_params_he, predict
-from .ops.losses import log_softmax, softmax
-from .optim import Optimizer, make_optimizer
-from .training import History, TrainingState, train
-
-__all__ = ["CNNClassifier", "CNNRegressor", "TrainingState"]
+from .._validation import check_float_dtype, check_positive_float
+from ..engine import Engine
+from ..errors import DivergenceError
+from ..model import Sequential
+from ..optim import Optimizer, make_optimizer
+from ..training import History, TrainingState, train
+from ._checks import refuse_non_real, without_nan_advice
+from ._network import Network, Params, copy_params, network_of
 
 # batch_size="auto" takes min(AUTO_BATCH_SIZE, n_samples).
 AUTO_BATCH_SIZE = 64
@@ -52,45 +32,6 @@ AUTO_BATCH_SIZE = 64
 
 # Marks "no y given" (None is a y, refused by scikit-learn's check with a clear message).
 _NO_Y = object()
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _refuse_non_real(name: str, value: Any) -> None:
-    """Refuse strings (even of digits) and complex numbers before scikit-learn would convert
-    them, with a message naming ``name``. Object arrays of numbers pass (scikit-learn converts
-    them); object arrays holding strings do not."""
-    if isinstance(value, (str, bytes)):
-        raise TypeError(f"{name} must be an array of real numbers, got a string {_short(value)}")
-    if not isinstance(value, np.ndarray) and (
-        hasattr(value, "dtypes") or hasattr(value, "__array_namespace__")
-    ):
-        return  # data frames and other libraries' arrays: scikit-learn checks them
-    if not hasattr(value, "dtype") and isinstance(value, (list, tuple)):
-        try:
-            value = np.asarray(value)
-        except (ValueError, TypeError):
-            return  # ragged: scikit-learn reports it
-    dtype = getattr(value, "dtype", None)
-    if not isinstance(dtype, np.dtype):
-        return
-    if dtype.kind in "USV":
-        raise TypeError(
-            f"{name} must hold real numbers, got dtype {dtype}; strings are never converted, "
-            "not even strings of digits"
-        )
-    if dtype.kind == "c":
-        raise ValueError(f"Complex data not supported: {name} has complex dtype {dtype}")
-    if dtype.kind == "O" and isinstance(value, np.ndarray):
-        for item in value.flat:
-            if isinstance(item, (str, bytes)):
-                raise TypeError(
-                    f"{name} must hold real numbers, got the string {_short(item)} in an "
-                    "object array; strings are never converted"
-                )
 
 
 def _resolve_seed(random_state: Any) -> int:
@@ -122,38 +63,40 @@ class _Start(NamedTuple):
     """Where a run starts: weights (trained in place), optimizer, history, shuffling stream,
     and the best weights so far (early stopping)."""
 
-    params: ConvNetParams
+    params: Params
     optimizer: Optimizer
     history: History
     shuffle_rng: np.random.Generator
-    best: ConvNetParams | None
+    best: Params | None
 
 
 class _EpochHook:
     """Runs after every epoch of ``training.train``: keeps the weights to fall back to, prints
     progress, and hands a :class:`TrainingState` to the user's callback (True stops)."""
 
-    def __init__(self, est, spec, start: _Start, seed, callback, stopping, incremental) -> None:
-        self.est, self.spec, self.start, self.seed = est, spec, start, seed
+    def __init__(
+        self, est, net: Network, start: _Start, seed, callback, stopping, incremental
+    ) -> None:
+        self.est, self.net, self.start, self.seed = est, net, start, seed
         self.callback, self.stopping, self.incremental = callback, stopping, incremental
         self.best = start.best  # best validation score so far (early stopping)
         # The weights to fall back to if training diverges: those of the completed epoch with
         # the lowest training loss (at first, the starting weights). The weights just before
         # the non-finite loss are finite but usually already blown up (losses like 1e48), so
         # they could not be trained on with a smaller rate.
-        self.good, self.good_loss = start.params.copy(), math.inf
+        self.good, self.good_loss = copy_params(start.params), math.inf
         self.user_stopped = False
 
-    def restore(self, weights: ConvNetParams) -> None:
+    def restore(self, weights: Params) -> None:
         for p, w in zip(self.start.params, weights):
             p[...] = w
 
-    def __call__(self, history: History, live: ConvNetParams) -> bool:
+    def __call__(self, history: History, live: Params) -> bool:
         if history.loss_curve[-1] <= self.good_loss:
-            self.good, self.good_loss = live.copy(), history.loss_curve[-1]
+            self.good, self.good_loss = copy_params(live), history.loss_curve[-1]
         scores = history.validation_scores
         if scores and (len(scores) == 1 or scores[-1] > max(scores[:-1])):
-            self.best = live.copy()
+            self.best = copy_params(live)
         if self.est.verbose:
             line = f"Iteration {history.epochs_run}, loss = {history.loss_curve[-1]:.8f}"
             if scores:
@@ -169,18 +112,16 @@ class _EpochHook:
         state = TrainingState(
             epoch=history.epochs_run,
             seed=self.seed,
-            params=live.copy(),
+            params=copy_params(live),
             optimizer=start.optimizer.state_dict(),
             rng_state=_copy_rng_state(start.shuffle_rng),
             history=_copy_history(history),
             input_mean=self.est.input_mean_.copy(),
             input_std=self.est.input_std_.copy(),
-            best_params=None if self.best is None else self.best.copy(),
+            best_params=None if self.best is None else copy_params(self.best),
             finished=bool(finished),
         )
-        self.est._set_fitted(
-            self.spec, live, history, start.optimizer, self.seed, start.shuffle_rng
-        )
+        self.est._set_fitted(self.net, live, history, start.optimizer, self.seed, start.shuffle_rng)
         self.user_stopped = bool(self.callback(self.est, state))
         return self.user_stopped
 
@@ -189,12 +130,13 @@ class _BaseCNN(BaseEstimator):
     """Shared machinery of the classifier and the regressor; not for direct use."""
 
     _parameter_constraints: dict = {
-        "n_filters": [Interval(numbers.Integral, 1, None, closed="left")],
-        "kernel_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "stride": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_filters": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "kernel_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "stride": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "padding": [
             Interval(numbers.Integral, 0, None, closed="left"),
             StrOptions({"same", "valid"}),
+            None,
         ],
         "image_shape": ["array-like", None],
         "solver": [StrOptions({"adam", "sgd"})],
@@ -216,16 +158,17 @@ class _BaseCNN(BaseEstimator):
         "verbose": ["verbose"],
         "dtype": "no_validation",  # checked by check_float_dtype (accepts np.dtype objects too)
         "standardize": ["boolean"],
+        "layers": "no_validation",  # checked by check_layers (a string or a tuple of layers)
     }
 
     _loss: str  # "softmax_cross_entropy" or "mse"
 
     def __init__(
         self,
-        n_filters: int = 16,
-        kernel_size: int = 5,
-        stride: int = 1,
-        padding: int | str = "same",
+        n_filters: int | None = None,
+        kernel_size: int | None = None,
+        stride: int | None = None,
+        padding: int | str | None = None,
         image_shape: tuple[int, ...] | None = None,
         solver: str = "adam",
         learning_rate_init: float = 0.001,
@@ -243,6 +186,7 @@ class _BaseCNN(BaseEstimator):
         verbose: bool | int = False,
         dtype: Any = np.float64,
         standardize: bool = True,
+        layers: Any = None,
     ) -> None:
         self.n_filters = n_filters
         self.kernel_size = kernel_size
@@ -265,6 +209,7 @@ class _BaseCNN(BaseEstimator):
         self.verbose = verbose
         self.dtype = dtype
         self.standardize = standardize
+        self.layers = layers
 
     # ------------------------------------------------------------------ scikit-learn protocol
 
@@ -298,32 +243,10 @@ class _BaseCNN(BaseEstimator):
         items = [int(v) for v in items]
         return tuple(items) if len(items) == 3 else (1, items[0], items[1])
 
-    def _spec(self, image_shape: tuple[int, int, int], n_outputs: int) -> ConvNetSpec:
-        """The network's shape for images ``(C, H, W)``; refuses impossible geometry."""
-        C, H, W = image_shape
-        k, stride, padding = int(self.kernel_size), int(self.stride), self.padding
-        if padding == "same":
-            if k % 2 == 0 or stride != 1:
-                raise ValueError(
-                    f"padding='same' needs an odd kernel_size and stride=1 (it keeps H and W), "
-                    f"got kernel_size={k}, stride={stride}; use padding='valid' or an int"
-                )
-            pad = (k - 1) // 2
-        elif padding == "valid":
-            pad = 0
-        else:
-            pad = int(padding)
-        if k > H + 2 * pad or k > W + 2 * pad:
-            raise ValueError(
-                f"kernel_size={k} is larger than the padded image: images are {H}x{W}, with "
-                f"padding={padding!r} {H + 2 * pad}x{W + 2 * pad}"
-                + (
-                    "; a 2-D X without image_shape is taken as 1 x n_features images"
-                    if self.image_shape is None and H == 1
-                    else ""
-                )
-            )
-        return ConvNetSpec(C, H, W, int(self.n_filters), k, stride, pad, n_outputs)
+    def _network(self, image_shape: tuple[int, int, int], n_outputs: int) -> Network:
+        """The network for images ``(C, H, W)`` and ``n_outputs`` outputs; refuses a stack
+        that does not fit them."""
+        return network_of(self, image_shape, n_outputs)
 
     # ------------------------------------------------------------------ checks of data
 
@@ -334,7 +257,7 @@ class _BaseCNN(BaseEstimator):
         ``X`` must carry images of the fitted shape (or rows of ``n_features_in_`` features).
         The images are a view or a new array: ``X`` itself is never written to.
         """
-        _refuse_non_real("X", X)
+        refuse_non_real("X", X)
         if y is not _NO_Y and y is not None:
             self._precheck_y(y)
         common = dict(
@@ -350,7 +273,7 @@ class _BaseCNN(BaseEstimator):
             else:
                 X, y = validate_data(self, X, y, reset=reset, **common, **self._y_check_params())
         except ValueError as exc:
-            raise ValueError(_without_nan_advice(str(exc), type(self).__name__)) from None
+            raise ValueError(without_nan_advice(str(exc), type(self).__name__)) from None
         if X.ndim < 2:
             raise ValueError(
                 f"Expected 2D array, got {'scalar' if X.ndim == 0 else '1D'} array instead: "
@@ -433,19 +356,43 @@ class _BaseCNN(BaseEstimator):
         std = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
         return mean.astype(np.float64), std.astype(np.float64)
 
-    def _images(self, X: Any) -> np.ndarray:
+    def as_images(self, X: Any) -> np.ndarray:
         """The raw (unstandardised) images ``(N, C, H, W)`` of any accepted form of ``X``,
-        in the estimator's dtype."""
+        checked against the fitted image shape, in the estimator's dtype."""
         check_is_fitted(self)
         images, _ = self._validate_X(X, reset=False)
-        return images.astype(self.params_.W_fc.dtype, copy=False)
+        return images.astype(self.params_[0].dtype, copy=False)
+
+    def layer_outputs(self, X: Any) -> list[np.ndarray]:
+        """What every layer of ``network_`` outputs for ``X`` (standardised first): one array
+        per layer, ``(N, *shape)`` with the layer's output shape (``(N, F, H', W')`` after a
+        conv, ``(N, D)`` after a Flatten or Dense); the last is what ``predict`` turns into
+        labels or values."""
+        check_is_fitted(self)
+        images, _ = self._validate_X(X, reset=False)
+        inputs = self._standardize(images, self.params_[0].dtype)
+        return self.network_.layer_outputs(list(self.params_), inputs)
+
+    def objective(self, X: Any, y: Any) -> float:
+        """The training loss of the fitted weights on ``X``, ``y`` without the L2 penalty:
+        softmax cross-entropy (mean over samples) for the classifier, the mean squared error
+        over all outputs for the regressor. Labels not seen in ``fit`` are refused."""
+        check_is_fitted(self)
+        images, y = self._validate_X(X, y, reset=False)
+        T, _, _ = self._targets(y, reset=False, classes=None)
+        outputs = _forward(self.network_, self.params_, self._standardize(images, T.dtype))
+        from ..ops.losses import mse_loss, softmax_cross_entropy
+
+        loss = softmax_cross_entropy if self._loss == "softmax_cross_entropy" else mse_loss
+        value, _ = loss(outputs, T.astype(outputs.dtype, copy=False), outputs.shape[0])
+        return float(value)
 
     def _outputs(self, X: Any) -> np.ndarray:
         """Network outputs ``(N, n_outputs_)`` (logits for the classifier) for ``X``."""
         check_is_fitted(self)
         images, _ = self._validate_X(X, reset=False)
-        inputs = self._standardize(images, self.params_.W_fc.dtype)
-        return predict(self.params_, self.spec_, inputs)
+        inputs = self._standardize(images, self.params_[0].dtype)
+        return _forward(self.network_, self.params_, inputs)
 
     # ------------------------------------------------------------------ training
 
@@ -471,10 +418,11 @@ class _BaseCNN(BaseEstimator):
 
         images, y = self._validate_X(X, y, reset=not reuse)
         T, y_codes, targets_meta = self._targets(y, reset=not reuse, classes=classes)
-        spec = self._spec(self.image_shape_, T.shape[1])
-        if reuse and spec != self.spec_:
+        net = self._network(self.image_shape_, T.shape[1])
+        if reuse and net.stack != self.network_:
             raise ValueError(
-                f"the network's shape changed since the last fit ({self.spec_} -> {spec}); "
+                f"the network's shape changed since the last fit ({self.network_} -> "
+                f"{net.stack}); "
                 "set warm_start=False (or call fit instead of partial_fit) to start afresh"
             )
         if resume is not None:
@@ -487,20 +435,22 @@ class _BaseCNN(BaseEstimator):
 
         # Standardisation: learned on the training part once, kept by warm starts and resumes.
         if resume is not None:
-            self.input_mean_, self.input_std_ = _checked_stats(resume, spec)
+            self.input_mean_, self.input_std_ = _checked_stats(resume, net.stack)
         elif not reuse:
             fit_images = images if split is None else images[split[0]]
             self.input_mean_, self.input_std_ = self._channel_stats(fit_images, self.standardize)
         inputs = self._standardize(images, dtype)
 
         if resume is not None:
-            start = self._resumed_start(resume, spec, dtype, lr)
+            start = self._resumed_start(resume, net, dtype, lr)
         else:
-            start = self._fresh_start(spec, dtype, lr, seed, T, incremental, reuse)
+            start = self._fresh_start(net, dtype, lr, seed, T, incremental, reuse)
         if split is not None:
             train_idx, val_idx = split
             fit_inputs, fit_T = inputs[train_idx], T[train_idx]
-            validation_score = self._validation_scorer(spec, inputs[val_idx], targets_meta[val_idx])
+            validation_score = self._validation_scorer(
+                net.stack, inputs[val_idx], targets_meta[val_idx]
+            )
         else:
             fit_inputs, fit_T, validation_score = inputs, T, None
         n_train = fit_inputs.shape[0]
@@ -514,10 +464,10 @@ class _BaseCNN(BaseEstimator):
         else:
             epochs = int(self.max_iter) - history.epochs_run
 
-        hook = _EpochHook(self, spec, start, seed, callback, stopping, incremental)
+        hook = _EpochHook(self, net, start, seed, callback, stopping, incremental)
         try:
             train(
-                spec.sequential(),
+                net.stack,
                 start.params,
                 fit_inputs,
                 fit_T,
@@ -538,12 +488,12 @@ class _BaseCNN(BaseEstimator):
             # Keep the last good weights, so that a warm start with a smaller learning rate
             # can go on from there; the optimizer's moments may be non-finite: drop it.
             hook.restore(hook.good)
-            self._set_fitted(spec, start.params, history, None, seed, start.shuffle_rng)
+            self._set_fitted(net, start.params, history, None, seed, start.shuffle_rng)
             raise
         if hook.best is not None and not hook.user_stopped:
             # scikit-learn's rule: early stopping keeps the weights of the best validation score.
             hook.restore(hook.best)
-        self._set_fitted(spec, start.params, history, start.optimizer, seed, start.shuffle_rng)
+        self._set_fitted(net, start.params, history, start.optimizer, seed, start.shuffle_rng)
         if (
             not incremental
             and not hook.user_stopped
@@ -560,7 +510,7 @@ class _BaseCNN(BaseEstimator):
 
     def _fresh_start(
         self,
-        spec: ConvNetSpec,
+        net: Network,
         dtype: np.dtype,
         lr: float,
         seed: int,
@@ -574,9 +524,9 @@ class _BaseCNN(BaseEstimator):
         if incremental and reuse and hasattr(self, "_shuffle_rng"):
             shuffle_rng = self._shuffle_rng
         if reuse:
-            params = self.params_.copy()
+            params = copy_params(self.params_)
         else:
-            params = init_params_he(spec, init_rng, dtype)
+            params = net.init_params(init_rng, dtype)
             self._init_output_bias(params, T)
         optimizer = getattr(self, "_optimizer", None) if incremental and reuse else None
         if optimizer is None:
@@ -585,10 +535,10 @@ class _BaseCNN(BaseEstimator):
         return _Start(params, optimizer, history, shuffle_rng, None)
 
     def _resumed_start(
-        self, resume: TrainingState, spec: ConvNetSpec, dtype: np.dtype, lr: float
+        self, resume: TrainingState, net: Network, dtype: np.dtype, lr: float
     ) -> _Start:
         """Weights, optimizer, history, shuffling stream and best weights from ``resume``."""
-        params = _checked_params(resume.params, spec, dtype, "resume.params")
+        params = net.checked_params(resume.params, dtype, "resume.params")
         shuffle_rng = _streams(int(resume.seed))[2]
         optimizer = make_optimizer(self.solver, lr, self.momentum)
         try:
@@ -603,7 +553,7 @@ class _BaseCNN(BaseEstimator):
         _check_optimizer_shapes(optimizer.state_dict(), params)
         best = None
         if resume.best_params is not None:
-            best = _checked_params(resume.best_params, spec, dtype, "resume.best_params")
+            best = net.checked_params(resume.best_params, dtype, "resume.best_params")
         return _Start(params, optimizer, _copy_history(resume.history), shuffle_rng, best)
 
     def _previous_history(self) -> History:
@@ -615,16 +565,20 @@ class _BaseCNN(BaseEstimator):
 
     def _set_fitted(
         self,
-        spec: ConvNetSpec,
-        params: ConvNetParams,
+        net: Network,
+        params: Params,
         history: History,
         optimizer: Optimizer | None,
         seed: int,
         shuffle_rng: np.random.Generator,
     ) -> None:
-        self.spec_ = spec
+        self.network_ = net.stack
+        if net.spec is not None:
+            self.spec_ = net.spec
+        elif hasattr(self, "spec_"):
+            del self.spec_  # a stack has no one-conv-layer spec
         self.params_ = params
-        self.n_outputs_ = spec.n_outputs
+        self.n_outputs_ = net.stack.n_outputs
         self.loss_curve_ = list(history.loss_curve)
         self.n_iter_ = int(history.epochs_run)
         self.best_loss_ = float(min(history.loss_curve)) if history.loss_curve else math.inf
@@ -675,10 +629,10 @@ class _BaseCNN(BaseEstimator):
     def _targets(self, y: Any, *, reset: bool, classes: Any):
         raise NotImplementedError
 
-    def _init_output_bias(self, params: ConvNetParams, T: np.ndarray) -> None:
+    def _init_output_bias(self, params: Params, T: np.ndarray) -> None:
         """Starting value of the dense bias; zeros unless a subclass knows better."""
 
-    def _validation_scorer(self, spec: ConvNetSpec, inputs: np.ndarray, y_val: np.ndarray):
+    def _validation_scorer(self, network: Sequential, inputs: np.ndarray, y_val: np.ndarray):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ files and export
@@ -686,21 +640,21 @@ class _BaseCNN(BaseEstimator):
     def save(self, path: Any) -> None:
         """Write the fitted model to ``path`` (an .npz of arrays + JSON config; see
         :func:`tinycnn.io.save_model`)."""
-        from .io import save_model
+        from ..io import save_model
 
         save_model(self, path)
 
     def to_torch(self):
         """A float32 ``torch.nn.Module`` taking raw ``(N, C, H, W)`` images (see
         :func:`tinycnn.export.to_torch`)."""
-        from .export import to_torch
+        from ..export import to_torch
 
         return to_torch(self)
 
     def to_onnx(self, path: Any):
         """Write an ONNX model with input ``x`` float32 ``(batch, C, H, W)`` (see
         :func:`tinycnn.export.to_onnx`)."""
-        from .export import to_onnx
+        from ..export import to_onnx
 
         return to_onnx(self, path)
 
@@ -722,22 +676,7 @@ def _copy_rng_state(rng: np.random.Generator) -> dict:
     return {k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()}
 
 
-def _checked_params(params: Any, spec: ConvNetSpec, dtype: np.dtype, name: str) -> ConvNetParams:
-    """Copies of ``params`` as :class:`ConvNetParams` of ``dtype`` after checking their shapes."""
-    try:
-        arrays = [np.array(p, dtype=dtype, copy=True) for p in params]
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be four real arrays: {exc}") from None
-    shapes = list(spec.param_shapes.values())
-    if len(arrays) != 4 or [a.shape for a in arrays] != [tuple(s) for s in shapes]:
-        raise ValueError(
-            f"{name} has shapes {[a.shape for a in arrays]}, but this estimator on this data "
-            f"needs {shapes}"
-        )
-    return ConvNetParams(*arrays)
-
-
-def _check_optimizer_shapes(state: dict, params: ConvNetParams) -> None:
+def _check_optimizer_shapes(state: dict, params: Params) -> None:
     """The optimizer's per-parameter arrays (``m_i``, ``v_i``, ``velocity_i``) match ``params``."""
     for key, value in state.items():
         if isinstance(value, np.ndarray):
@@ -749,276 +688,19 @@ def _check_optimizer_shapes(state: dict, params: ConvNetParams) -> None:
                 )
 
 
-def _checked_stats(state: TrainingState, spec: ConvNetSpec) -> tuple[np.ndarray, np.ndarray]:
+def _checked_stats(state: TrainingState, network: Sequential) -> tuple[np.ndarray, np.ndarray]:
+    channels = network.input_shape[0]
     mean = np.array(state.input_mean, dtype=np.float64)
     std = np.array(state.input_std, dtype=np.float64)
-    if mean.shape != (spec.in_channels,) or std.shape != (spec.in_channels,):
+    if mean.shape != (channels,) or std.shape != (channels,):
         raise ValueError(
             f"resume.input_mean/input_std have shapes {mean.shape}/{std.shape}, but the images "
-            f"have {spec.in_channels} channels"
+            f"have {channels} channels"
         )
     return mean, std
 
 
-class CNNClassifier(ClassifierMixin, _BaseCNN):
-    """A convolutional network classifier: conv -> ReLU -> flatten -> dense -> softmax.
-
-    Trained by minimising softmax cross-entropy (plus ``alpha``-weighted L2 on the weights) with
-    Adam or SGD on mini-batches.
-
-    Parameters
-    ----------
-    n_filters : int, default=16
-        Number of convolution filters F.
-    kernel_size : int, default=5
-        Side k of the square kernels.
-    stride : int, default=1
-    padding : "same", "valid" or int, default="same"
-        "same" (odd ``kernel_size``, ``stride=1``) keeps H and W; an int pads that many zeros on
-        every side. Output size: ``(H + 2*pad - k) // stride + 1``.
-    image_shape : (C, H, W), (H, W) or None, default=None
-        How to read a 2-D ``X`` ``(N, C*H*W)``. Without it a 2-D ``X`` is ``(N, 1, 1,
-        n_features)``.
-    solver : "adam" or "sgd", default="adam"
-    learning_rate_init : float, default=0.001
-    momentum : float, default=0.9
-        SGD momentum (PyTorch's form).
-    batch_size : int or "auto", default="auto"
-        "auto" is ``min(64, n_samples)``.
-    max_iter : int, default=200
-        Maximum number of epochs.
-    alpha : float, default=0.0001
-        L2 penalty: ``loss += 0.5 * alpha * ||weights||^2 / batch``.
-    shuffle : bool, default=True
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy has
-        not improved by ``tol`` for ``n_iter_no_change`` epochs; keep the best weights.
-    validation_fraction : float, default=0.1
-    n_iter_no_change : int, default=10
-        Without early stopping, the training loss is watched instead.
-    tol : float, default=1e-4
-    warm_start : bool, default=False
-        Start ``fit`` from the current weights (and standardisation).
-    random_state : int, RandomState or None, default=None
-        Seed of the initialisation, the validation split and the shuffles.
-    verbose : bool or int, default=False
-    dtype : np.float64 or np.float32, default=np.float64
-    standardize : bool, default=True
-        Standardise each image channel with the training mean and std.
-
-    Attributes
-    ----------
-    classes_ : (n_classes,) the labels.
-    params_ : ConvNetParams, kernel (F, C, k, k), bias_conv (F,), W_fc (F*H'*W', n_classes),
-        b_fc (n_classes,).
-    spec_ : ConvNetSpec.
-    input_mean_, input_std_ : (C,) float64.
-    image_shape_ : (C, H, W).
-    n_features_in_ : int, C*H*W.
-    n_outputs_ : int, n_classes.
-    loss_curve_ : list of the training loss per epoch.
-    validation_scores_ : list of validation accuracies per epoch, or None.
-    best_loss_ : float. best_validation_score_ : float or None.
-    n_iter_ : int, epochs run.
-
-    Examples
-    --------
-    >>> from sklearn.datasets import load_digits
-    >>> from tinycnn import CNNClassifier
-    >>> X, y = load_digits(return_X_y=True)
-    >>> clf = CNNClassifier(image_shape=(1, 8, 8), max_iter=5, random_state=0).fit(X / 16, y)
-    >>> clf.predict(X[:3] / 16)
-    array([0, 1, 2])
-    """
-
-    _loss = "softmax_cross_entropy"
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_class = True
-        tags.classifier_tags.multi_label = False
-        return tags
-
-    def fit(self, X: Any, y: Any, callback: Any = None, resume: TrainingState | None = None):
-        """Train on ``X`` (see the class docstring for its forms) and labels ``y`` ``(N,)``.
-
-        ``callback(est, state)`` runs after every epoch with a :class:`TrainingState`; returning
-        True stops training. ``resume=state`` continues the run ``state`` came from, ending with
-        the weights an uninterrupted run would have (same data and parameters).
-        A non-finite loss raises :class:`tinycnn.DivergenceError` naming the epoch; the
-        estimator then keeps the last good weights, those of the completed epoch with the lowest
-        training loss (the starting weights if the first epoch diverged), and ``loss_curve_``
-        and ``n_iter_`` of the completed epochs, ready for a warm start with a smaller rate.
-        """
-        return self._fit(X, y, incremental=False, callback=callback, resume=resume)
-
-    def partial_fit(self, X: Any, y: Any, classes: Any = None):
-        """One epoch over ``X``, ``y``; ``classes`` (all labels) is required on the first call."""
-        return self._fit(X, y, incremental=True, classes=classes)
-
-    def _y_check_params(self) -> dict:
-        return {"multi_output": False, "y_numeric": False}
-
-    def _precheck_y(self, y: Any) -> None:
-        _refuse_complex("y", y)
-
-    def _targets(self, y: Any, *, reset: bool, classes: Any):
-        check_classification_targets(y)
-        if reset:
-            if classes is not None:
-                labels = np.unique(np.asarray(classes))
-                unknown = np.setdiff1d(np.unique(y), labels)
-                if unknown.size:
-                    raise ValueError(
-                        f"y contains labels {unknown.tolist()[:10]} that are not in "
-                        f"classes={labels.tolist()[:10]}"
-                    )
-            else:
-                labels = np.unique(y)
-            if len(labels) < 2:
-                raise ValueError(
-                    f"{type(self).__name__} needs at least 2 classes, but y has only one "
-                    f"class: {labels.tolist()!r}"
-                )
-            self.classes_ = labels
-        else:
-            if classes is not None and not np.array_equal(
-                np.unique(np.asarray(classes)), self.classes_
-            ):
-                raise ValueError(
-                    f"classes={np.asarray(classes).tolist()[:10]} differs from the classes of "
-                    f"the first call, {self.classes_.tolist()[:10]}"
-                )
-            unknown = np.setdiff1d(np.unique(y), self.classes_)
-            if unknown.size:
-                raise ValueError(
-                    f"y contains labels {unknown.tolist()[:10]} not seen in the first fit "
-                    f"(classes_={self.classes_.tolist()[:10]})"
-                )
-        codes = np.searchsorted(self.classes_, y)
-        T = np.zeros((y.shape[0], len(self.classes_)), dtype=check_float_dtype("dtype", self.dtype))
-        T[np.arange(y.shape[0]), codes] = 1.0
-        return T, codes, codes
-
-    def _validation_scorer(self, spec: ConvNetSpec, inputs: np.ndarray, codes: np.ndarray):
-        def accuracy(params: ConvNetParams) -> float:
-            return float(np.mean(predict(params, spec, inputs).argmax(axis=1) == codes))
-
-        return accuracy
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Labels ``(N,)``: the class of largest logit."""
-        logits = self._outputs(X)
-        return self.classes_[logits.argmax(axis=1)]
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities ``(N, n_classes)`` (softmax of the logits), float64."""
-        return softmax(self._outputs(X).astype(np.float64, copy=False))
-
-    def predict_log_proba(self, X: Any) -> np.ndarray:
-        """``log(predict_proba(X))`` ``(N, n_classes)``, computed without ``log(0)``."""
-        return log_softmax(self._outputs(X).astype(np.float64, copy=False))
-
-
-class CNNRegressor(RegressorMixin, _BaseCNN):
-    """A convolutional network regressor: conv -> ReLU -> flatten -> dense, mean squared error.
-
-    Parameters are those of :class:`CNNClassifier`; early stopping watches the validation R^2.
-    ``y`` may be ``(N,)`` or ``(N, n_outputs)``. The dense bias starts at the mean of ``y``.
-    The input is standardised, but the targets are NOT scaled: targets far from unit size (say
-    prices in the thousands) train slowly or diverge. Scale them the scikit-learn way, with
-    ``sklearn.compose.TransformedTargetRegressor`` (second example), which also maps the
-    predictions back.
-
-    Attributes
-    ----------
-    params_, spec_, input_mean_, input_std_, image_shape_, n_features_in_, n_outputs_,
-    loss_curve_, validation_scores_, best_loss_, best_validation_score_, n_iter_ : as in
-    :class:`CNNClassifier` (``W_fc`` is ``(F*H'*W', n_outputs)``).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from tinycnn import CNNRegressor
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(64, 1, 6, 6)); y = X[:, 0, 2:4, 2:4].sum(axis=(1, 2))
-    >>> reg = CNNRegressor(random_state=0).fit(X, y)
-    >>> bool(reg.score(X, y) > 0.9)
-    True
-    >>> from sklearn.compose import TransformedTargetRegressor
-    >>> from sklearn.preprocessing import StandardScaler
-    >>> scaled = TransformedTargetRegressor(
-    ...     CNNRegressor(random_state=0), transformer=StandardScaler()
-    ... )
-    >>> bool(scaled.fit(X, 1000 * y).score(X, 1000 * y) > 0.9)
-    True
-    """
-
-    _loss = "mse"
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags
-
-    def fit(self, X: Any, y: Any, callback: Any = None, resume: TrainingState | None = None):
-        """Train on ``X`` and targets ``y`` ``(N,)`` or ``(N, n_outputs)``; see
-        :meth:`CNNClassifier.fit` for ``callback`` and ``resume``."""
-        return self._fit(X, y, incremental=False, callback=callback, resume=resume)
-
-    def partial_fit(self, X: Any, y: Any):
-        """One epoch over ``X``, ``y``."""
-        return self._fit(X, y, incremental=True)
-
-    def _y_check_params(self) -> dict:
-        return {"multi_output": True, "y_numeric": True}
-
-    def _precheck_y(self, y: Any) -> None:
-        _refuse_non_real("y", y)
-
-    def _targets(self, y: Any, *, reset: bool, classes: Any):
-        dtype = check_float_dtype("dtype", self.dtype)
-        T = np.asarray(y, dtype=dtype)
-        T = T.reshape(T.shape[0], -1)
-        if T.shape[1] == 0:
-            raise ValueError(f"y must have at least one output column, got shape {y.shape}")
-        if not reset and T.shape[1] != self.n_outputs_:
-            raise ValueError(
-                f"y has {T.shape[1]} outputs, but {type(self).__name__} was fitted with "
-                f"{self.n_outputs_}"
-            )
-        return T, np.zeros(T.shape[0], dtype=np.intp), T
-
-    def _init_output_bias(self, params: ConvNetParams, T: np.ndarray) -> None:
-        # Starting at the targets' mean spares the first epochs the work of finding the offset.
-        params.b_fc[...] = T.mean(axis=0)
-
-    def _validation_scorer(self, spec: ConvNetSpec, inputs: np.ndarray, T_val: np.ndarray):
-        def r2(params: ConvNetParams) -> float:
-            return float(r2_score(T_val, predict(params, spec, inputs)))
-
-        return r2
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Predictions ``(N,)`` for one output, else ``(N, n_outputs)``; float64."""
-        out = self._outputs(X).astype(np.float64, copy=False)
-        return out.ravel() if self.n_outputs_ == 1 else out
-
-
-def _without_nan_advice(message: str, name: str) -> str:
-    """scikit-learn's NaN error without its 400 characters of advice about other estimators."""
-    advice = f"\n{name} does not accept missing values encoded as NaN natively."
-    if advice not in message:
-        return message
-    return (
-        message.split(advice)[0]
-        + f" {name} does not accept missing values: impute them (sklearn.impute) or drop "
-        "those samples first"
-    )
-
-
-def _refuse_complex(name: str, value: Any) -> None:
-    dtype = getattr(value, "dtype", None)
-    if isinstance(dtype, np.dtype) and dtype.kind == "c":
-        raise ValueError(f"Complex data not supported: {name} has complex dtype {dtype}")
+def _forward(network: Sequential, params: Params, inputs: np.ndarray) -> np.ndarray:
+    """``network``'s outputs ``(N, O)`` for standardised ``inputs`` ``(N, C, H, W)``."""
+    engine = Engine(network, params[0].dtype, max(1, inputs.shape[0]), processes=1)
+    return engine.forward(list(params), inputs)
