@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ RUN_FILES = (
     "run.json",
 )
 # Small and fast: a few epochs are enough to check the plumbing.
-FAST = ("--epochs", "3", "--n-filters", "4")
+FAST = ("--epochs", "3", "--n-filters", "4", "--kernel-size", "3")
 
 
 def run_tinycnn(*args: str, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
@@ -326,7 +327,8 @@ def _stop_after(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(training_run.EpochRecorder, "__call__", interrupting)
 
 
-RESUME_ARGS = ["--data", "shapes", "--epochs", "5", "--n-filters", "3", "--seed", "7"]
+RESUME_ARGS = ["--data", "shapes", "--epochs", "5", "--n-filters", "3", "--kernel-size", "3",
+               "--seed", "7"]  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -483,6 +485,15 @@ BAD_USAGE = {
     "unknown dtype": ([*TRAIN, "--dtype", "float16"], "--dtype"),
     "unknown task": ([*TRAIN, "--task", "clustering"], "--task"),
     "resume and overwrite": ([*TRAIN, "--resume", "--overwrite"], "not allowed with"),
+    "unknown layer": ([*TRAIN, "--layers", "conv8k3p1-relu-pool2"], "--layers", "token 3",
+                      "'pool2'", "is not a layer"),  # fmt: skip
+    "malformed layer": ([*TRAIN, "--layers", "conv8k3-relu-maxx2"], "token 3", "character 13",
+                        "'maxx2'", "max<size>"),  # fmt: skip
+    "impossible layer": ([*TRAIN, "--layers", "conv0k3"], "token 1", "'conv0k3'", "filters"),
+    "empty stack": ([*TRAIN, "--layers", ""], "--layers is empty"),
+    "empty token": ([*TRAIN, "--layers", "relu--relu"], "token 2", "empty"),
+    "stack and shorthand": ([*TRAIN, "--layers", "conv8k3-relu", "--kernel-size", "5"],
+                            "--layers cannot be combined with --kernel-size 5"),  # fmt: skip
     "predict without output": (["predict", "--model", "m.npz", "--input", "x.npy"], "--output"),
     "evaluate bad split": (
         ["evaluate", "--model", "m", "--data", "digits", "--split", "x"],
@@ -811,3 +822,281 @@ def test_evaluate_refuses_labels_the_classifier_never_saw(digits_run, tmp_path, 
     assert_one_line_error(code, err, str(unseen), "never saw", "10, 11")
     code, _, err = run_main(["evaluate", "--model", model, "--data", "shapes-size"], capsys)
     assert_one_line_error(code, err, "regression targets", "classifier")
+
+
+# ---------------------------------------------------------------- stacks
+
+
+def test_train_help_shows_the_stack_grammar_with_lenet(capsys):
+    from tinycnn import Sequential
+    from tinycnn.layer_string import parse_layers
+
+    code, out, _ = run_main(["train", "--help"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    # LeNet-5's hidden stack, whole on one line, ready to copy; and it is LeNet-5.
+    example = next(line.split() for line in lines if cli.LENET5 in line)
+    assert example == ["--layers", cli.LENET5]
+    net = Sequential([*parse_layers(cli.LENET5), *parse_layers("dense10")], (1, 28, 28))
+    assert net.shapes[6] == (16, 5, 5) and sum(map(np.prod, net.param_shapes)) == 61706
+    for form in ("conv<F>k<K>[s<S>][p<P>]", "relu", "max<N>[s<S>]", "avg<N>[s<S>]", "flatten",
+                 "dense<U>"):  # fmt: skip
+        assert form in out, form
+
+
+def test_the_shorthand_defaults_in_the_help_are_the_estimators():
+    from tinycnn.estimators._network import SHORTHAND_DEFAULTS
+
+    assert cli.SHORTHAND_DEFAULTS == SHORTHAND_DEFAULTS
+
+
+def test_network_options_reach_the_estimator_only_when_given():
+    from tinycnn.datasets import DatasetInfo
+
+    info = DatasetInfo("x", "classification", (1, 8, 8), n_samples=10, source="x")
+    args = cli.parse(["train", "--data", "digits", "--out", "o"])
+    options = training_run.run_options(args, info)
+    shorthand = ("n_filters", "kernel_size", "stride", "padding")
+    params = training_run.estimator_for(options, info, np.zeros((10, 1, 8, 8))).get_params()
+    assert [params[name] for name in ("layers", *shorthand)] == [None] * 5  # the default network
+    args = cli.parse(["train", "--data", "digits", "--out", "o", "--n-filters", "4"])
+    options = training_run.run_options(args, info)
+    params = training_run.estimator_for(options, info, np.zeros((10, 1, 8, 8))).get_params()
+    assert [params[name] for name in ("layers", *shorthand)] == [None, 4, None, None, None]
+    args = cli.parse(["train", "--data", "digits", "--out", "o", "--layers", "CONV4k3 - Relu"])
+    options = training_run.run_options(args, info)
+    assert options["layers"] == "conv4k3-relu"  # the canonical spelling, as recorded
+    params = training_run.estimator_for(options, info, np.zeros((10, 1, 8, 8))).get_params()
+    assert [params[name] for name in ("layers", *shorthand)] == ["conv4k3-relu", *[None] * 4]
+
+
+def test_run_json_records_the_network(digits_run):
+    record = json.loads((digits_run / "run.json").read_text())
+    assert record["options"]["layers"] is None and record["options"]["kernel_size"] == 3
+    assert record["network"] == {
+        "layers": "conv4k3p1-relu",  # what --layers takes to train the same network
+        "network_": "conv4k3p1-relu-flatten-dense10",
+        "input_shape": [1, 8, 8],
+        "output_shapes": [[4, 8, 8], [4, 8, 8], [256], [10]],
+    }
+
+
+def test_a_stack_that_does_not_fit_the_images_is_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["train", "--data", "digits", "--out", out, "--layers", "conv4k3-relu-max2-conv4k5"]
+    code, _, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "1x8x8 images", "layer 3", "kernel_size=5", "3x3")
+    assert code == cli.EXIT_FAILURE
+    assert not [name for name in RUN_FILES if (out / name).exists()]
+
+
+def test_resume_without_network_options_keeps_the_runs_network(tmp_path, capsys, monkeypatch):
+    reference = tmp_path / "reference"
+    code, _, err = run_main(["train", *RESUME_ARGS, "--out", reference, "--quiet"], capsys)
+    assert code == 0, err
+    out = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 2)
+        run_main(["train", *RESUME_ARGS, "--out", out], capsys)
+    # Without --n-filters 3 --kernel-size 3: the run keeps the network it was started with.
+    bare = ["--data", "shapes", "--epochs", "5", "--seed", "7"]
+    code, _, err = run_main(["train", *bare, "--out", out, "--resume", "--quiet"], capsys)
+    assert code == 0, err
+    expected, resumed = model_arrays(reference / "model.npz"), model_arrays(out / "model.npz")
+    for name in expected:
+        np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
+    record = json.loads((out / "run.json").read_text())
+    assert (record["options"]["n_filters"], record["options"]["kernel_size"]) == (3, 3)
+
+
+def test_resume_refuses_a_run_of_another_network(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        _stop_after(patch, 1)
+        run_main(["train", *RESUME_ARGS, "--out", out], capsys)
+    before = (out / "checkpoint.npz").read_bytes()
+    bare = ["--data", "shapes", "--epochs", "5", "--seed", "7", "--out", out, "--resume"]
+    code, _, err = run_main(["train", *bare, "--layers", "conv3k3p1-relu"], capsys)
+    shorthand = "holds a run of the one-conv-layer network (--n-filters 3 --kernel-size 3)"
+    assert_one_line_error(code, err, shorthand, "not of --layers conv3k3p1-relu", "--overwrite")
+    code, _, err = run_main(["train", *bare, "--kernel-size", "5"], capsys)
+    assert_one_line_error(code, err, "--kernel-size 3 (now 5)")
+    # The checkpoint itself is checked too, whatever run.json says.
+    record = json.loads((out / "run.json").read_text())
+    record["options"].update(n_filters=None, kernel_size=None, padding=None, stride=None,
+                             layers="conv3k3p1-relu")  # fmt: skip
+    (out / "run.json").write_text(json.dumps(record))
+    code, _, err = run_main(["train", *bare], capsys)
+    assert_one_line_error(code, err, "checkpoint.npz holds a run of the one-conv-layer network",
+                          "not of --layers conv3k3p1-relu")  # fmt: skip
+    assert (out / "checkpoint.npz").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def digits_data():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return X[:300], y[:300]
+
+
+@pytest.mark.parametrize(
+    ("layers", "first", "convs"),
+    [
+        ("conv4k3p1-relu-max2-conv6k3p1-relu", (4, 1, 3, 3), [(4, 8, 8), (6, 4, 4)]),
+        ("max2-conv5k3-flatten-dense8-relu", (5, 1, 3, 3), [(5, 2, 2)]),  # a conv without its ReLU
+        ("flatten-dense8-relu", None, []),
+    ],
+)
+def test_the_pictures_of_a_stack_show_every_conv_layer(layers, first, convs, digits_data):
+    from tinycnn import CNNClassifier
+
+    X, y = digits_data
+    est = CNNClassifier(layers=layers, image_shape=(1, 8, 8), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged
+        est.fit(X, y)
+    kernel = training_run.first_kernel(est)
+    assert (None if kernel is None else kernel.shape) == first
+    if kernel is not None:
+        np.testing.assert_array_equal(kernel, est.params_[0])
+    image, maps = training_run.feature_maps(est, X[5:])
+    np.testing.assert_array_equal(image, X[5].reshape(1, 8, 8))
+    assert [m.shape for _, m in maps] == convs
+    outputs = est.layer_outputs(X[5:6])
+    relu_after = [i + 1 for i, layer in enumerate(est.network_.layers)
+                  if type(layer).__name__ == "Conv2d"]  # fmt: skip
+    for (title, m), i in zip(maps, relu_after):
+        relu = type(est.network_.layers[i]).__name__ == "ReLU"
+        np.testing.assert_array_equal(m, outputs[i if relu else i - 1][0])
+        assert title.endswith("+ relu") == relu
+
+
+def test_a_stack_without_conv_layers_draws_no_filters(digits_data, tmp_path):
+    from tinycnn import CNNClassifier
+    from tinycnn.datasets import DatasetInfo
+
+    X, y = digits_data
+    est = CNNClassifier(layers="flatten-dense8-relu", image_shape=(1, 8, 8), max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged
+        est.fit(X, y)
+    info = DatasetInfo("digits", "classification", (1, 8, 8), n_samples=300, source="digits")
+    folder = training_run.RunFolder(tmp_path)
+    curves = {"test_loss": [1.0, 0.5]}
+    pictures = training_run._draw(folder, est, curves, X[:50], y[:50], info)
+    assert pictures == ("loss.png", "confusion.png", "errors.png")
+    assert sorted(os.listdir(tmp_path)) == sorted(pictures)
+
+
+# ---------------------------------------------------------------- user errors and bugs
+
+
+def _inject(monkeypatch, target: str, exc: BaseException) -> None:
+    """Make ``target`` (``module.attribute`` or ``module.Class.method``) raise ``exc``."""
+
+    def broken(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(target, broken)
+
+
+def assert_internal_error(code: int, err: str, kind: str, message: str) -> None:
+    assert code == cli.EXIT_FAILURE
+    assert err.startswith("Traceback (most recent call last):"), err
+    last = err.strip("\n").split("\n")[-1]
+    assert last.startswith("tinycnn ")
+    assert f": internal error ({kind}: {message})" in last and "report it" in last, last
+
+
+@pytest.mark.parametrize(
+    ("target", "exc"),
+    [
+        ("tinycnn.optim.Adam.step", ValueError("injected")),  # inside training
+        ("tinycnn.engine.Engine.loss_and_grads", TypeError("injected")),
+        ("tinycnn.datasets.load.load_builtin", ValueError("injected")),  # reading the data
+        ("tinycnn.plots.plot_loss", ValueError("injected")),  # the command's own work
+        ("tinycnn.training_run.network_record", KeyError("injected")),
+    ],
+    ids=["optimizer", "engine", "data", "plots", "record"],
+)
+def test_a_bug_in_train_shows_its_traceback(target, exc, tmp_path, capsys, monkeypatch):
+    _inject(monkeypatch, target, exc)
+    argv = ["train", "--data", "shapes", "--out", tmp_path / "run", *FAST, "--quiet"]
+    code, _, err = run_main(argv, capsys)
+    assert_internal_error(code, err, type(exc).__name__, str(exc))
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_bug_in_predict_and_evaluate_shows_its_traceback(digits_run, tmp_path, capsys,
+                                                           monkeypatch):  # fmt: skip
+    _inject(monkeypatch, "tinycnn.estimators._base._forward", ValueError("injected"))
+    code, _, err = run_main(_predict_argv(digits_run / "model.npz", np.zeros((2, 64)), tmp_path),
+                            capsys)  # fmt: skip
+    assert_internal_error(code, err, "ValueError", "injected")
+    assert not (tmp_path / "y.npy").exists()
+    code, _, err = run_main(["evaluate", "--model", digits_run / "model.npz", "--data", "digits"],
+                            capsys)  # fmt: skip
+    assert_internal_error(code, err, "ValueError", "injected")
+
+
+def test_a_bug_through_the_interpreter_exits_1_with_its_traceback(tmp_path):
+    code = (
+        "import sys\n"
+        "import tinycnn.optim\n"
+        "def broken(*args): raise ValueError('injected deep inside')\n"
+        "tinycnn.optim.Adam.step = broken\n"
+        "from tinycnn.cli import main\n"
+        f"sys.exit(main(['train', '--data', 'shapes', '--out', {str(tmp_path / 'run')!r}, "
+        f"'--epochs', '2', '--n-filters', '2', '--kernel-size', '3']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("Traceback (most recent call last)")
+    assert "internal error (ValueError: injected deep inside)" in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback_of_a_users_error_too(where, tmp_path, capsys):
+    argv = ["train", "--data", tmp_path / "missing.npz", "--out", tmp_path / "o"]
+    argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
+    code, _, err = run_main(argv, capsys)
+    assert code == cli.EXIT_FAILURE
+    assert err.startswith("Traceback (most recent call last):")
+    last = err.strip("\n").split("\n")[-1]
+    assert last.startswith("tinycnn train: error: ") and "missing.npz" in last
+    code, _, err = run_main(argv[1:] if where == "before" else argv[:-1], capsys)
+    assert_one_line_error(code, err, "missing.npz")  # without --debug: one line
+
+
+def test_debug_shows_the_estimators_refusal_where_it_was_raised(tmp_path, capsys):
+    argv = ["--debug", "train", "--data", "digits", "--out", tmp_path / "o", "--layers", "conv4k9"]
+    code, _, err = run_main(argv, capsys)
+    assert code == cli.EXIT_FAILURE
+    assert "network_of" in err  # the estimator's own check, then the command's one line
+    assert err.strip("\n").split("\n")[-1].startswith("tinycnn train: error: layers do not fit")
+
+
+@pytest.mark.parametrize(
+    ("exc", "users"),
+    [
+        (tinycnn.errors.InputError("bad"), True),
+        (training_run.RunError("bad"), True),
+        (tinycnn.datasets.DatasetError("bad"), True),
+        (tinycnn.ModelFileError("m.npz", "bad"), True),
+        (tinycnn.DivergenceError(3, float("nan")), True),
+        (FileNotFoundError(2, "No such file", "x.npy"), True),
+        (ImportError("drawing needs matplotlib: pip install 'tinycnn[plot]'"), True),
+        (ModuleNotFoundError("No module named 'PIL'", name="PIL"), True),
+        (ImportError("cannot import name 'x' from 'tinycnn.io'", name="tinycnn.io"), False),
+        (ValueError("operands could not be broadcast together"), False),
+        (TypeError("unsupported operand"), False),
+        (KeyError("x"), False),
+        (AssertionError(), False),
+        (NotImplementedError(), False),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_what_counts_as_a_users_error(exc, users):
+    assert cli.is_users_error(exc) is users

@@ -265,7 +265,7 @@ def test_predict_refuses_bad_image_inputs(colour_run, tmp_path, capsys):
 def test_image_size_is_refused_for_other_data(tmp_path, capsys):
     argv = ["train", "--data", "digits", "--out", tmp_path / "o", "--image-size", "8", "8"]
     code, _, err = run_main(argv, capsys)
-    assert_one_line_error(code, err, "image_size applies to folders of image files")
+    assert_one_line_error(code, err, "--image-size applies to folders of image files")
     code, _, err = run_main([*argv[:-2], "0", "8"], capsys)
     assert_one_line_error(code, err, "--image-size")
     assert code == cli.EXIT_USAGE

@@ -82,6 +82,24 @@ def test_feature_maps_plot(tmp_path, C, F):
     assert no_temporaries(tmp_path)
 
 
+def test_feature_maps_of_several_layers_take_a_row_each(tmp_path):
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(1, 12, 12))
+    first, second = np.abs(rng.normal(size=(4, 12, 12))), np.abs(rng.normal(size=(6, 6, 6)))
+    heights = {}
+    for name, layers in {"one": [first], "two": [first, second],
+                         "wide": [first, np.ones((32, 3, 3))]}.items():  # fmt: skip
+        plots.plot_feature_maps(tmp_path / f"{name}.png", image, layers, [f"l{i}" for i in
+                                range(len(layers))])  # fmt: skip
+        heights[name] = assert_valid_png(tmp_path / f"{name}.png").shape[0]
+    assert heights["one"] < heights["two"] < heights["wide"]  # 32 maps wrap into 4 lines
+    # Beyond MAX_MAPS_PER_LAYER, the first ones are shown: the picture grows no further.
+    plots.plot_feature_maps(tmp_path / "more.png", image, [first, np.ones((200, 3, 3))])
+    assert assert_valid_png(tmp_path / "more.png").shape[0] == heights["wide"]
+    assert plots.MAX_MAPS_PER_LAYER == 32
+    assert no_temporaries(tmp_path)
+
+
 def test_confusion_plot_counts_true_against_predicted(tmp_path):
     path = tmp_path / "confusion.png"
     y_true = np.array(["cat", "cat", "dog", "owl", "owl", "owl"])
@@ -136,6 +154,9 @@ def test_predicted_vs_true_plot(tmp_path):
         (lambda p: plots.plot_filters(p, np.zeros((0, 1, 3, 3))), "kernel"),
         (lambda p: plots.plot_feature_maps(p, np.zeros((8, 8)), np.zeros((1, 6, 6))), "image"),
         (lambda p: plots.plot_feature_maps(p, np.zeros((1, 8, 8)), np.zeros(6)), "feature_maps"),
+        (lambda p: plots.plot_feature_maps(p, np.zeros((1, 8, 8)), []), "feature_maps"),
+        (lambda p: plots.plot_feature_maps(p, np.zeros((1, 8, 8)), [np.zeros((1, 6, 6))],
+                                           ["a", "b"]), "titles"),  # fmt: skip
     ],
 )
 def test_bad_input_is_refused(tmp_path, call, match):

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 
 EPOCHS = 30
 # Small batches make each epoch long enough (tens of ms) to be killed in the middle of.
-TRAIN_ARGS = ["--data", "shapes", "--epochs", str(EPOCHS), "--n-filters", "4",
+TRAIN_ARGS = ["--data", "shapes", "--epochs", str(EPOCHS), "--n-filters", "4", "--kernel-size", "3",
               "--batch-size", "8", "--seed", "11", "--quiet"]  # fmt: skip
 TIMEOUT = 120.0
 

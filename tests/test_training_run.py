@@ -24,9 +24,9 @@ from tinycnn import cli
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs POSIX signals")
 
 # Slow enough (tens of ms per epoch) for a second process to meet the first mid-run.
-SLOW = ["--data", "shapes", "--epochs", "30", "--n-filters", "4", "--batch-size", "8",
-        "--seed", "11", "--quiet"]  # fmt: skip
-FAST = ["--data", "shapes", "--n-filters", "2", "--seed", "4", "--quiet"]
+SLOW = ["--data", "shapes", "--epochs", "30", "--n-filters", "4", "--kernel-size", "3",
+        "--batch-size", "8", "--seed", "11", "--quiet"]  # fmt: skip
+FAST = ["--data", "shapes", "--n-filters", "2", "--kernel-size", "3", "--seed", "4", "--quiet"]
 TIMEOUT = 240
 
 
@@ -214,3 +214,37 @@ def test_resume_extends_a_finished_run_bit_identically(tmp_path, capsys):
     record = json.loads((out / "run.json").read_text())
     assert [s["from_epoch"] for s in record["sessions"]] == [0, 3]
     assert record["options"]["epochs"] == 5
+
+
+# ---------------------------------------------------------------- runs of earlier versions
+
+OLD_RUN = Path(__file__).parent / "fixtures" / "run-783ea3c"  # see record_run_783ea3c.py
+
+
+@pytest.mark.parametrize(
+    "network",
+    [["--n-filters", "3"], []],
+    ids=["the same command line", "no network options"],
+)
+def test_a_run_of_the_command_before_layers_resumes_exactly(network, tmp_path, capsys):
+    """Its run.json holds the network options the command then always passed (3, 3, 1, same):
+    resumed with the command line that started it (whose --kernel-size now defaults to the
+    estimators' 5) or with none of them, it ends where an uninterrupted run ends."""
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(OLD_RUN, out)
+    argv = ["train", "--data", "shapes", "--epochs", "4", "--seed", "7", "--quiet"]
+    code, _, err = run_main([*argv, *network, "--out", out, "--resume"], capsys)
+    assert code == 0, err
+    reference = tmp_path / "reference"
+    explicit = ["--n-filters", "3", "--kernel-size", "3", "--stride", "1", "--padding", "same"]
+    code, _, err = run_main([*argv, *explicit, "--out", reference], capsys)
+    assert code == 0, err
+    expected, resumed = model_arrays(reference / "model.npz"), model_arrays(out / "model.npz")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
+    record = json.loads((out / "run.json").read_text())
+    assert [s["from_epoch"] for s in record["sessions"]] == [0, 2]
+    assert record["network"]["network_"] == "conv3k3p1-relu-flatten-dense4"

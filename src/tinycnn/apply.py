@@ -1,4 +1,10 @@
-"""``tinycnn predict`` and ``tinycnn evaluate``: a trained model applied to data from files."""
+"""``tinycnn predict`` and ``tinycnn evaluate``: a trained model applied to data from files.
+
+What the user gives is checked first (the model file, the inputs against the model, the output
+path); a refusal there is a :class:`~tinycnn.datasets.DatasetError`, ``ModelFileError``,
+``OSError`` or :class:`~tinycnn.errors.InputError`, printed as one line. Past those checks, any
+other error is a bug and the command shows its traceback.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from .datasets import (
     split_dataset,
 )
 from .datasets.images import IMAGE_EXTENSIONS, is_image_file, list_images, read_images
+from .errors import InputError
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 # The pictures of a model on held-out data, by task.
@@ -74,7 +81,10 @@ def predict_command(model: str, inputs: str | Sequence[str], output: str) -> int
     inputs = [os.fspath(i) for i in inputs]
     # Before any work: an output that cannot be written, or that is the model or an input.
     sources = {"--model": model, **{f"--input {i}": i for i in inputs}}
-    check_output(output, sources, name="--output")
+    try:
+        check_output(output, sources, name="--output")
+    except ValueError as exc:  # the output is one of the inputs (OSErrors: it cannot be written)
+        raise InputError(str(exc)) from None
     if not _is_array_input(inputs):
         return _predict_images(model, inputs, output)
     est = load_model(model)
@@ -116,7 +126,7 @@ def image_inputs(inputs: Sequence[str]) -> tuple[list[str], int]:
 
 def _predict_images(model: str, inputs: Sequence[str], output: str) -> int:
     if not output.lower().endswith(".csv"):
-        raise ValueError(
+        raise InputError(
             f"--output {output}: predictions on image files are written as CSV; name a .csv file"
         )
     est = load_model(model)
@@ -250,7 +260,14 @@ def evaluate_command(
         if info.n_test is None:  # a held-out split: the seed decides which samples
             seed, metrics["seed_from"] = split_seed(est, seed, model)
             metrics["seed"] = seed
-        _, X, _, y, _ = split_dataset(X, y, info, 0 if seed is None else seed)
+        try:
+            _, X, _, y, _ = split_dataset(X, y, info, 0 if seed is None else seed)
+        except DatasetError:
+            raise
+        except ValueError as exc:  # scikit-learn's train_test_split refusing a tiny data set
+            raise InputError(
+                f"--data {data}: cannot hold out a test split of its {len(y)} samples: {exc}"
+            ) from exc
     X = checked_samples(est, X, info.source)
     metrics["n_samples"] = int(len(y))
     if classifier:

@@ -1,10 +1,14 @@
 """The ``tinycnn`` command: ``train``, ``predict`` and ``evaluate``.
 
 Every mistake a user can make (bad usage, a missing or damaged file, data of the wrong shape, a
-run that diverges) ends the command with a non-zero exit status and ONE line on stderr, never a
-traceback; a bug in tinycnn shows its traceback. Exit status: 0 success, 1 the command could not
-do its work, 2 bad usage, 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM. An interrupt lets
-the file being written finish first; a training run can then be continued with ``--resume``.
+stack that does not fit the images, a run that diverges) ends the command with a non-zero exit
+status and ONE line on stderr, never a traceback. A bug in tinycnn is not a user's mistake: it
+shows its traceback, then one line saying it is an internal error (:func:`is_users_error` tells
+the two apart, by type and by where the error arose, never by its message). ``--debug`` shows
+the traceback of every error. Exit status: 0 success, 1 the command could not do its work (or an
+internal error), 2 bad usage, 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM. An interrupt
+lets the file being written finish first; a training run can then be continued with
+``--resume``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 import signal
 import sys
 import threading
+import traceback
 import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -23,6 +28,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from ._version import __version__
+from .errors import DivergenceError, InputError, ModelFileError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -141,6 +147,17 @@ def batch_size_value(text: str) -> int | None:
         ) from None
 
 
+def layers_value(text: str) -> str:
+    """A stack in the grammar of :mod:`tinycnn.layer_string` (``--layers``), returned in its
+    canonical spelling (lower case, no spaces), so that run records compare equal."""
+    from .layer_string import layers_to_string, parse_layers
+
+    try:
+        return layers_to_string(parse_layers(text, "--layers"))
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # ---------------------------------------------------------------- the parser
 
 
@@ -153,7 +170,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
-    """Show an option's default in its help, unless it has none (required options, flags)."""
+    """Show an option's default in its help, unless it has none (required options, flags); never
+    break a line inside a word or at its hyphens (a stack such as ``conv6k5p2-relu-max2`` stays
+    whole, ready to copy)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -163,21 +182,40 @@ class DefaultsFormatter(argparse.HelpFormatter):
             text += " (default: %(default)s)"
         return text
 
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        text = " ".join(text.split())
+        return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        return "\n\n".join(
+            indent + paragraph  # an indented paragraph (an example) is kept as it is
+            if paragraph.startswith(" ")
+            else textwrap.fill(
+                " ".join(paragraph.split()),
+                width,
+                initial_indent=indent,
+                subsequent_indent=indent,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            for paragraph in text.split("\n\n")
+        )
+
 
 def one_line(message: str) -> str:
     """Collapse a (possibly multi-line) message into one line."""
     return " ".join(str(message).split())
 
 
-# Defaults of `tinycnn train`: they train digits to 98-99% held-out accuracy in a few seconds
-# (seeds 0-9: 97.8-99.3%, mean 98.4%).
+# Defaults of `tinycnn train`'s training settings. The network's options have none: without
+# them the estimators' default network is trained (see _add_train).
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 50,
     "seed": 0,
-    "n_filters": 8,
-    "kernel_size": 3,
-    "stride": 1,
-    "padding": "same",
     "solver": "adam",
     "lr": 2e-3,
     "momentum": 0.9,
@@ -192,20 +230,49 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="tinycnn",
-        description="Train, apply and evaluate a small convolutional network "
-        "(conv -> ReLU -> dense) written in NumPy.",
+        description="Train, apply and evaluate small convolutional networks (stacks of conv, "
+        "ReLU, pooling and dense layers) written in NumPy.",
         epilog="Run 'tinycnn COMMAND --help' for the options of each command.",
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"tinycnn {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_train(commands)
-    _add_predict(commands)
-    _add_evaluate(commands)
+    for add in (_add_train, _add_predict, _add_evaluate):
+        sub = add(commands)
+        # Also after the command (`tinycnn train ... --debug`); SUPPRESS keeps a --debug given
+        # before the command when it is not repeated after it.
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help=DEBUG_HELP)  # fmt: skip
     return parser
 
 
-def _add_train(commands: Any) -> None:
+DEBUG_HELP = (
+    "show the traceback of every error, also of the mistakes that are otherwise reported in one "
+    "line (bad usage aside)"
+)
+# The one-conv-layer shorthand's values when only some are given (the estimators' own, which
+# tests/test_cli.py checks against tinycnn.estimators).
+SHORTHAND_DEFAULTS = {"n_filters": 16, "kernel_size": 5, "stride": 1, "padding": "same"}
+SHORTHAND_FLAGS = {"n_filters": "--n-filters", "kernel_size": "--kernel-size",
+                   "stride": "--stride", "padding": "--padding"}  # fmt: skip
+LENET5 = "conv6k5p2-relu-max2-conv16k5-relu-max2-flatten-dense120-relu-dense84-relu"
+STACK_HELP = (
+    "Stacks. --layers STACK gives the hidden layers as the estimators' layers= takes them: tokens "
+    "joined by '-', each one of conv<F>k<K>[s<S>][p<P>] (Conv2d: F filters, K x K kernels, "
+    "stride S, zero-padding P; e.g. conv32k3p1), relu, max<N>[s<S>] (MaxPool2d, e.g. max2), "
+    "avg<N>[s<S>] (AvgPool2d), flatten, dense<U> (Dense, U units). The output dense layer is "
+    "added from the data (after a flatten where the stack ends in images); LeNet-5 is\n\n"
+    f"    --layers {LENET5}\n\n"
+    "Without --layers the estimators' default network is trained. --n-filters, --kernel-size, "
+    "--stride and --padding are the shorthand for the one-conv-layer network of earlier versions "
+    "(conv, ReLU, the output dense layer; the options not given are "
+    + ", ".join(f"{flag} {SHORTHAND_DEFAULTS[k]}" for k, flag in SHORTHAND_FLAGS.items())
+    + "); they cannot be combined with --layers."
+)
+
+
+def _add_train(commands: Any) -> argparse.ArgumentParser:
     d = TRAIN_DEFAULTS
     train = commands.add_parser(
         "train",
@@ -220,6 +287,7 @@ def _add_train(commands: Any) -> None:
         "(written atomically after every epoch). --out must be new, empty or a tinycnn run "
         "folder that this command may change (--resume, --overwrite), and is locked while the "
         "run lasts. Ctrl-C and SIGTERM stop after the file being written; --resume continues.",
+        epilog=STACK_HELP,
         formatter_class=DefaultsFormatter,
         allow_abbrev=False,
     )
@@ -273,8 +341,10 @@ def _add_train(commands: Any) -> None:
         "--resume",
         action="store_true",
         help="continue from checkpoint.npz in --out (start afresh if there is none); give "
-        "the same options as the first time, except that --epochs may be larger: a finished "
-        "run is then trained further, exactly as if it had been started with that many",
+        "the same options as the first time, except that --epochs may be larger (a finished "
+        "run is then trained further, exactly as if it had been started with that many) and "
+        "that the network's options (--layers, --n-filters, ...) may be left out: the run "
+        "keeps the network it was started with",
     )
     fresh_or_resumed.add_argument(
         "--overwrite",
@@ -287,30 +357,29 @@ def _add_train(commands: Any) -> None:
     )
     net = train.add_argument_group("network")
     net.add_argument(
-        "--n-filters",
-        metavar="F",
-        type=positive_int,
-        default=d["n_filters"],
-        help="convolution filters",
+        "--layers",
+        metavar="STACK",
+        type=layers_value,
+        default=None,
+        help="the hidden layers, e.g. conv8k3p1-relu-max2 (the grammar, and LeNet-5: see "
+        "'Stacks' below); default: the estimators' default network",
     )
-    net.add_argument(
-        "--kernel-size",
-        metavar="K",
-        type=positive_int,
-        default=d["kernel_size"],
-        help="kernel side length",
-    )
-    net.add_argument(
-        "--stride", metavar="S", type=positive_int, default=d["stride"], help="conv stride"
-    )
-    net.add_argument(
-        "--padding",
-        metavar="P",
-        type=padding_value,
-        default=d["padding"],
-        help="'same' (odd kernel, stride 1: keeps the image size), 'valid' (none) or the "
-        "zero-padding on each side",
-    )
+    shorthand = {
+        "n_filters": ("F", positive_int, "convolution filters"),
+        "kernel_size": ("K", positive_int, "kernel side length"),
+        "stride": ("S", positive_int, "conv stride"),
+        "padding": ("P", padding_value, "zero-padding on each side ('same': odd kernel, stride "
+                    "1, keeps the image size; 'valid': none; or a number)"),
+    }  # fmt: skip
+    for name, (metavar, kind, what) in shorthand.items():
+        net.add_argument(
+            SHORTHAND_FLAGS[name],
+            metavar=metavar,
+            type=kind,
+            default=None,
+            help=f"{what} of the one-conv-layer network (see 'Stacks' below); default "
+            f"{SHORTHAND_DEFAULTS[name]} when another of its options is given",
+        )
     net.add_argument(
         "--dtype", choices=("float32", "float64"), default=d["dtype"], help="floating-point type"
     )
@@ -360,9 +429,10 @@ def _add_train(commands: Any) -> None:
         help="epochs without improvement before --early-stopping stops",
     )
     train.set_defaults(handler=_run_train)
+    return train
 
 
-def _add_predict(commands: Any) -> None:
+def _add_predict(commands: Any) -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict",
         help="apply a trained model to new data",
@@ -393,16 +463,17 @@ def _add_predict(commands: Any) -> None:
         "not the model or an input",
     )
     predict.set_defaults(handler=_run_predict)
+    return predict
 
 
-def _add_evaluate(commands: Any) -> None:
+def _add_evaluate(commands: Any) -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="print a trained model's metrics on a data set",
         description="Score a model on a data set: accuracy, log-loss and macro F1 for a "
         "classifier; R^2, mean squared and mean absolute error for a regressor. By default on "
         "the whole data set; --split test scores the test split 'tinycnn train' tested on: the "
-        "data set's own, or the held-out 25%% for the seed stored in the model.",
+        "data set's own, or the held-out 25% for the seed stored in the model.",
         formatter_class=DefaultsFormatter,
         allow_abbrev=False,
     )
@@ -433,6 +504,7 @@ def _add_evaluate(commands: Any) -> None:
         "classifier, predicted_vs_true.png for a regressor",
     )
     evaluate.set_defaults(handler=_run_evaluate)
+    return evaluate
 
 
 # ---------------------------------------------------------------- the commands
@@ -464,21 +536,46 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# Errors that mean "the user's input was wrong", not "tinycnn has a bug". ValueError covers the
-# model-file errors (tinycnn.io.ModelFileError) and DatasetError; FloatingPointError covers
-# DivergenceError; ImportError is a missing optional extra.
-USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, ImportError)
-
-
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse ``argv``; an unknown option is reported by the command it was given to, so the
-    hint points to that command's --help."""
+    hint points to that command's --help, and so is ``--layers`` given with the shorthand."""
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
+    commands = next(a for a in parser._actions if a.dest == "command").choices
     if extras:
-        commands = next(a for a in parser._actions if a.dest == "command").choices
         commands[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    if args.command == "train" and args.layers is not None:
+        given = [f"{flag} {getattr(args, name)}" for name, flag in SHORTHAND_FLAGS.items()
+                 if getattr(args, name) is not None]  # fmt: skip
+        if given:
+            commands["train"].error(
+                f"--layers cannot be combined with {', '.join(given)}: those are the shorthand "
+                "for a one-conv-layer network; write that layer into the stack instead "
+                "(e.g. --layers conv8k3p1-relu)"
+            )
     return args
+
+
+# ---------------------------------------------------------------- user errors and bugs
+
+
+def is_users_error(exc: BaseException) -> bool:
+    """Whether ``exc`` reports a mistake in what the user gave (printed as one line), rather
+    than a bug in tinycnn (shown with its traceback).
+
+    The user's are, by type: :class:`tinycnn.errors.InputError` (raised where the command checks
+    the user's input, which also turns the refusals of an estimator's ``fit``, made before any
+    training, into it), the data sets' ``DatasetError``, ``ModelFileError``,
+    ``DivergenceError``, every ``OSError`` (the files tinycnn touches are the user's, or
+    temporaries and a lock beside them: a missing file, a permission, a full disk) and an
+    ``ImportError`` of a package other than tinycnn (a missing extra). Any other exception, a
+    plain ``ValueError`` included, is a bug.
+    """
+    from .datasets import DatasetError
+
+    if isinstance(exc, ImportError):
+        return not (exc.name or "").startswith("tinycnn")
+    return isinstance(exc, (InputError, DatasetError, ModelFileError, DivergenceError, OSError))
 
 
 @contextlib.contextmanager
@@ -524,8 +621,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint = hint() if callable(hint) else hint
             print(f"{prefix}: interrupted{by}{hint}", file=sys.stderr)
             return 128 + int(signum)
-        except USER_ERRORS as exc:
-            print(f"{prefix}: error: {one_line(str(exc))}", file=sys.stderr)
+        except Exception as exc:
+            users = is_users_error(exc)
+            if args.debug or not users:
+                traceback.print_exc(file=sys.stderr)
+            if users:
+                print(f"{prefix}: error: {one_line(str(exc))}", file=sys.stderr)
+            else:
+                print(
+                    f"{prefix}: internal error ({type(exc).__name__}: {one_line(str(exc))}): "
+                    f"a bug in tinycnn {__version__}, not a mistake in what you gave; please "
+                    "report it with the traceback above",
+                    file=sys.stderr,
+                )
             return EXIT_FAILURE
     for message in dict.fromkeys(one_line(str(w.message)) for w in caught):
         print(f"{prefix}: warning: {message}", file=sys.stderr)

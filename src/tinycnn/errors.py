@@ -34,3 +34,12 @@ class ModelFileError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path!r} is not a valid tinycnn model file: {reason}")
+
+
+class InputError(ValueError):
+    """What the user gave (an option, a data set, a file, a run folder) cannot be used; the message
+    says why and names it.
+
+    Raised by the ``tinycnn`` command where it checks the user's input, and printed as one line:
+    unlike an error of any other kind, which the command shows with its traceback as a bug.
+    """

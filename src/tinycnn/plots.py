@@ -85,8 +85,9 @@ def plot_loss(
 FILTERS_PER_ROW = 8
 
 
-def plot_filters(path: str | os.PathLike, kernel: np.ndarray) -> None:
-    """Draw the learned kernels ``(F, C, k, k)`` as a grid to a PNG at ``path``.
+def plot_filters(path: str | os.PathLike, kernel: np.ndarray, title: str | None = None) -> None:
+    """Draw the learned kernels ``(F, C, k, k)`` as a grid to a PNG at ``path``, under ``title``
+    (default: "learned kxk kernels").
 
     One column per filter, at most :data:`FILTERS_PER_ROW` across (more filters wrap into
     further rows), and one row per input channel within each row of filters; a shared diverging
@@ -116,38 +117,82 @@ def plot_filters(path: str | os.PathLike, kernel: np.ndarray) -> None:
             if f % n_cols == 0 and C > 1:
                 ax.set_ylabel(f"channel {c}", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8)
-    fig.suptitle(f"learned {kernel.shape[2]}x{kernel.shape[3]} kernels")
+    fig.suptitle(title or f"learned {kernel.shape[2]}x{kernel.shape[3]} kernels")
     _save(fig, path)
 
 
-def plot_feature_maps(path: str | os.PathLike, image: np.ndarray, feature_maps: np.ndarray) -> None:
-    """Draw one input ``image`` ``(C, H, W)`` and its ``feature_maps`` ``(F, H', W')`` (the conv
-    layer's output after ReLU) to a PNG at ``path``; the input's channels come first."""
+# Feature maps shown per layer of feature_maps.png; a layer with more shows its first ones.
+MAX_MAPS_PER_LAYER = 32
+
+
+def plot_feature_maps(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    feature_maps: np.ndarray | Sequence[np.ndarray],
+    titles: Sequence[str] | None = None,
+) -> None:
+    """Draw one input ``image`` ``(C, H, W)`` and what the conv layers make of it to a PNG at
+    ``path``: the input's channels in the first row, then one row per layer of
+    ``feature_maps``, a sequence of ``(F, H', W')`` arrays (one per conv layer, each after its
+    ReLU where one follows; a single ``(F, H', W')`` array is one layer), titled by ``titles``
+    (one per layer; default ``conv layer 1``, ...).
+
+    A row holds at most :data:`FILTERS_PER_ROW` maps side by side and wraps into further lines;
+    a layer of more than :data:`MAX_MAPS_PER_LAYER` maps shows its first ones (its title says
+    so). Every map is scaled to its own range. Each row is one image (a mosaic), so that many
+    maps do not cost seconds of layout.
+    """
     image = np.asarray(image, dtype=np.float64)
-    maps = np.asarray(feature_maps, dtype=np.float64)
-    if image.ndim != 3 or maps.ndim != 3:
+    if isinstance(feature_maps, np.ndarray) or (
+        isinstance(feature_maps, Sequence) and feature_maps and np.ndim(feature_maps[0]) == 2
+    ):
+        feature_maps = [feature_maps]  # one layer
+    layers = [np.asarray(maps, dtype=np.float64) for maps in feature_maps]
+    if image.ndim != 3 or not layers or any(m.ndim != 3 or m.size == 0 for m in layers):
         raise ValueError(
-            f"image must be (C, H, W) and feature_maps (F, H', W'), got shapes "
-            f"{image.shape} and {maps.shape}"
+            f"image must be (C, H, W) and feature_maps one or more non-empty (F, H', W') arrays, "
+            f"got shapes {image.shape} and {[m.shape for m in layers]}"
         )
-    C, F = image.shape[0], maps.shape[0]
-    n_cols = min(max(C, F), 8)
-    input_rows, map_rows = math.ceil(C / n_cols), math.ceil(F / n_cols)
-    fig = _figure(0.4 + 1.3 * n_cols, 0.6 + 1.4 * (input_rows + map_rows))
-    axes = fig.subplots(input_rows + map_rows, n_cols, squeeze=False)
-    for ax in axes.ravel():
+    titles = [f"conv layer {i + 1}" for i in range(len(layers))] if titles is None else titles
+    if len(titles) != len(layers):
+        raise ValueError(f"titles must give one title per layer ({len(layers)}), got {len(titles)}")
+    shown = [m[:MAX_MAPS_PER_LAYER] for m in layers]
+    n_cols = min(max(image.shape[0], *(m.shape[0] for m in shown)), FILTERS_PER_ROW)
+    rows = [_mosaic(image, n_cols)] + [_mosaic(m, n_cols) for m in shown]
+    names = ["input" + (f", {image.shape[0]} channels" if image.shape[0] > 1 else "")]
+    for title, maps, all_maps in zip(titles, shown, layers):
+        F, H, W = all_maps.shape
+        more = f", the first {len(maps)}" if len(maps) < F else ""
+        names.append(f"{title}: {F} maps {H}x{W}{more}")
+    # Every row as wide as the figure: its height follows from its mosaic's proportions.
+    ratios = [row.shape[0] / row.shape[1] for row in rows]
+    width = 0.4 + 1.3 * n_cols
+    fig = _figure(width, 0.5 + sum(0.35 + (width - 0.4) * r for r in ratios))
+    axes = fig.subplots(len(rows), 1, squeeze=False, height_ratios=ratios)[:, 0]
+    import matplotlib
+
+    for k, (ax, row, name) in enumerate(zip(axes, rows, names)):
+        cmap = matplotlib.colormaps["gray" if k == 0 else "viridis"].with_extremes(bad="white")
+        ax.imshow(np.ma.masked_invalid(row), cmap=cmap, vmin=0.0, vmax=1.0,
+                  interpolation="nearest")  # fmt: skip
+        ax.set_title(name, fontsize=8, loc="left")
         ax.axis("off")
-    # The input's channels fill the first row(s), the feature maps the rows below.
-    for c in range(C):
-        ax = axes[c // n_cols, c % n_cols]
-        ax.imshow(image[c], cmap="gray")
-        ax.set_title(f"input, channel {c}" if C > 1 else "input", fontsize=8)
-    for f in range(F):
-        ax = axes[input_rows + f // n_cols, f % n_cols]
-        ax.imshow(maps[f], cmap="viridis", vmin=0.0)
-        ax.set_title(f"filter {f}", fontsize=8)
-    fig.suptitle("one sample through the conv layer (after ReLU)")
+    fig.suptitle("one test sample through the conv layers")
     _save(fig, path)
+
+
+def _mosaic(maps: np.ndarray, n_cols: int) -> np.ndarray:
+    """``(F, H, W)`` maps in lines of ``n_cols``, each scaled to [0, 1] by its own range, as one
+    ``(lines * (H + gap) - gap, n_cols * (W + gap) - gap)`` image with NaN between them."""
+    F, H, W = maps.shape
+    gap = max(1, round(W / 8))
+    lines = math.ceil(F / n_cols)
+    mosaic = np.full((lines * (H + gap) - gap, n_cols * (W + gap) - gap), np.nan)
+    for f in range(F):
+        r, c = (f // n_cols) * (H + gap), (f % n_cols) * (W + gap)
+        lo, hi = float(maps[f].min()), float(maps[f].max())
+        mosaic[r : r + H, c : c + W] = (maps[f] - lo) / (hi - lo) if hi > lo else 0.0
+    return mosaic
 
 
 def plot_confusion(
@@ -272,9 +317,10 @@ def plot_predicted_vs_true(path: str | os.PathLike, y_true: np.ndarray, y_pred: 
     output) with the line of perfect predictions, to a PNG at ``path``."""
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)
-    if y_true.size == 0 or y_true.reshape(len(y_true), -1).shape != y_pred.reshape(
-        len(y_pred), -1
-    ).shape:
+    if (
+        y_true.size == 0
+        or y_true.reshape(len(y_true), -1).shape != y_pred.reshape(len(y_pred), -1).shape
+    ):
         raise ValueError(
             f"y_true and y_pred must be non-empty and of one shape, got {y_true.shape} and "
             f"{y_pred.shape}"

@@ -5,12 +5,14 @@ The folder (``--out``) holds, when the run has finished:
 * ``model.npz``: the trained estimator (``tinycnn.load`` reads it);
 * ``metrics.json``: epochs run in total, held-out test score, timings; written LAST, so its
   presence (with ``model.npz``) means the run finished;
-* ``loss.png``, ``filters.png``, ``feature_maps.png``: the pictures of training; and of the model
-  on the test split: ``confusion.png`` and ``errors.png`` (classification) or
-  ``predicted_vs_true.png`` (regression);
+* ``loss.png``, ``filters.png``, ``feature_maps.png``: the pictures of training (the first conv
+  layer's kernels; one test sample through every conv layer; neither for a stack without conv
+  layers); and of the model on the test split: ``confusion.png`` and ``errors.png``
+  (classification) or ``predicted_vs_true.png`` (regression);
 * ``history.json``: per epoch, the training loss, the loss on the held-out test split and the
   seconds the epoch took;
-* ``run.json``: the run record (options, data, estimator parameters, versions, command lines);
+* ``run.json``: the run record (options, data, the network, estimator parameters, versions,
+  command lines);
 * ``checkpoint.npz``: a model file that also carries the training state, rewritten after every
   epoch, from which ``--resume`` continues bit-exactly.
 
@@ -57,7 +59,10 @@ from ._files import (
 )
 from ._version import __version__
 from .apply import CLASSIFICATION_PICTURES, REGRESSION_PICTURES, draw_evaluation
-from .datasets import DatasetInfo, load_dataset, split_dataset
+from .datasets import DatasetError, DatasetInfo, load_dataset, source_kind, split_dataset
+from .errors import InputError
+from .layer_string import layers_to_string, parse_layers
+from .layers import Conv2d, Dense, Flatten, ReLU
 
 MODEL = "model.npz"
 METRICS = "metrics.json"
@@ -76,6 +81,7 @@ RECORD_FORMAT = "tinycnn-run"
 RUN_OPTIONS = (
     "epochs",
     "seed",
+    "layers",
     "n_filters",
     "kernel_size",
     "stride",
@@ -91,9 +97,12 @@ RUN_OPTIONS = (
     "n_iter_no_change",
     "image_size",
 )
+# The network's options (None: not given); on --resume those left out keep the run's values.
+SHORTHAND_OPTIONS = ("n_filters", "kernel_size", "stride", "padding")
+NETWORK_OPTIONS = ("layers", *SHORTHAND_OPTIONS)
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """The folder's state does not allow what was asked (e.g. an unfinished run, no --resume)."""
 
 
@@ -101,15 +110,15 @@ class RunError(ValueError):
 
 
 def estimator_for(options: dict[str, Any], info: DatasetInfo, X: np.ndarray) -> Any:
-    """A fresh, unfitted CNNClassifier/CNNRegressor for the run's options and data."""
+    """A fresh, unfitted CNNClassifier/CNNRegressor for the run's options and data: the network
+    options only where given (none given: the estimators' default network)."""
     from .estimators import CNNClassifier, CNNRegressor
 
     cls = CNNClassifier if info.task == "classification" else CNNRegressor
     kwargs: dict[str, Any] = {
-        "n_filters": options["n_filters"],
-        "kernel_size": options["kernel_size"],
-        "stride": options["stride"],
-        "padding": options["padding"],
+        name: options[name] for name in NETWORK_OPTIONS if options.get(name) is not None
+    }
+    kwargs.update({
         "solver": options["solver"],
         "learning_rate_init": options["lr"],
         "momentum": options["momentum"],
@@ -127,10 +136,41 @@ def estimator_for(options: dict[str, Any], info: DatasetInfo, X: np.ndarray) -> 
         "dtype": np.dtype(options["dtype"]).type,
         "random_state": options["seed"],
         "standardize": True,
-    }
+    })  # fmt: skip
     if X.ndim == 2:  # rows are flattened images: say how to read them
         kwargs["image_shape"] = tuple(info.image_shape)
     return cls(**kwargs)
+
+
+def fit_checked(est: Any, X: np.ndarray, y: np.ndarray, **fit_params: Any) -> None:
+    """``est.fit(X, y, **fit_params)``, where a ``ValueError``/``TypeError`` raised before
+    training began is the estimator refusing the user's options or data, re-raised as
+    :class:`InputError` (one line); one raised during training is a bug and goes on as it is.
+
+    The boundary is ``tinycnn.training.train``: an estimator checks its parameters, the data
+    (shapes, NaN, statistics that overflow), the stack against the images and the memory the
+    network needs before it calls ``train``, and the training loop checks nothing of the user's.
+    """
+    try:
+        est.fit(X, y, **fit_params)
+    except (ValueError, TypeError) as exc:
+        if raised_in_training(exc):
+            raise
+        raise InputError(str(exc)) from exc
+
+
+def raised_in_training(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside ``tinycnn.training.train`` (its traceback passes through
+    that function: the loop, the engine, the ops, the optimizer, the epoch callbacks)."""
+    from . import training
+
+    code = training.train.__code__
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def epochs_done(state: Any) -> int:
@@ -138,16 +178,61 @@ def epochs_done(state: Any) -> int:
     return int(state.epoch)
 
 
-def feature_maps(est: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One sample ``X[:1]``: its raw image ``(C, H, W)`` and the first conv layer's maps
-    ``(F, H', W')`` (after its ReLU, when one follows)."""
-    from .layers import Conv2d, ReLU
+# ---------------------------------------------------------------- the network
 
+
+def hidden_stack(network: Any) -> str:
+    """The ``--layers`` string that trains ``network`` (a fitted estimator's ``network_``): its
+    layers without the output Dense the estimators add (nor the Flatten they add before it)."""
+    layers = list(network.layers[:-1])
+    if layers and isinstance(layers[-1], Flatten) and not _ends_flat(layers[:-1]):
+        layers.pop()
+    return layers_to_string(layers)
+
+
+def _ends_flat(layers: list[Any]) -> bool:
+    for layer in reversed(layers):
+        if not isinstance(layer, ReLU):
+            return isinstance(layer, (Dense, Flatten))
+    return False
+
+
+def network_record(network: Any) -> dict[str, Any]:
+    """What run.json says of the network trained: the hidden stack as ``--layers`` takes it,
+    the whole stack (``network_``, the output layer included) and each layer's output shape."""
+    shapes = [*network.shapes[1:], network.output_shape]
+    return {
+        "layers": hidden_stack(network),
+        "network_": layers_to_string(network.layers),
+        "input_shape": list(network.input_shape),
+        "output_shapes": [list(shape) for shape in shapes],
+    }
+
+
+def first_kernel(est: Any) -> np.ndarray | None:
+    """The kernels ``(F, C, k, k)`` of the first conv layer of ``est.network_``, or None."""
+    network = est.network_
+    index = 0  # of the layer's first array in params_: two per Conv2d and per Dense, in order
+    for layer, shape in zip(network.layers, network.shapes):
+        if isinstance(layer, Conv2d):
+            return np.asarray(est.params_[index])
+        index += len(layer.param_shapes(shape))
+    return None
+
+
+def feature_maps(est: Any, X: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """One sample ``X[:1]``: its raw image ``(C, H, W)`` and, for every conv layer, a title and
+    its maps ``(F, H', W')`` (after its ReLU, when one follows); an empty list without conv
+    layers."""
     layers = est.network_.layers
-    first = next(i for i, layer in enumerate(layers) if isinstance(layer, Conv2d))
-    if first + 1 < len(layers) and isinstance(layers[first + 1], ReLU):
-        first += 1
-    return est.as_images(X[:1])[0], est.layer_outputs(X[:1])[first][0]
+    outputs = est.layer_outputs(X[:1])
+    maps = []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Conv2d):
+            relu = i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
+            title = f"layer {i}: {layers_to_string([layer])}" + (" + relu" if relu else "")
+            maps.append((title, outputs[i + 1 if relu else i][0]))
+    return est.as_images(X[:1])[0], maps
 
 
 # ---------------------------------------------------------------- model files
@@ -219,13 +304,22 @@ def run_options(args: argparse.Namespace, info: DatasetInfo) -> dict[str, Any]:
     return options
 
 
-def check_same_run(folder: RunFolder, options: dict[str, Any]) -> None:
-    """Refuse to resume a run that was started with other options (``--epochs`` may differ:
-    a run can be continued to more epochs)."""
+def check_same_run(folder: RunFolder, options: dict[str, Any]) -> dict[str, Any]:
+    """The options to ``--resume`` the run in ``folder`` with: ``options`` with the network
+    options left out taken from the run record (see :func:`with_recorded_network`). Refuses a
+    run started with other options (``--epochs`` may differ: a run can be continued to more
+    epochs)."""
     record = folder.read_json(folder.record)
     if not isinstance(record, dict) or not isinstance(record.get("options"), dict):
-        return  # nothing recorded: the checkpoint's own check (estimator parameters) decides
+        return options  # nothing recorded: the checkpoint's own check (estimator params) decides
     before = record["options"]
+    options = with_recorded_network(options, before)
+    if _network_kind(before) != _network_kind(options):
+        raise RunError(
+            f"{folder.folder} holds a run of {_network_words(before)}, not of "
+            f"{_network_words(options)}; give its network options to --resume it (or none: a "
+            "resumed run keeps its network), or --overwrite to start afresh"
+        )
     changed = [
         f"{_flag(key)} {before.get(key)!r} (now {value!r})"
         for key, value in options.items()
@@ -236,6 +330,41 @@ def check_same_run(folder: RunFolder, options: dict[str, Any]) -> None:
             f"{folder.folder} holds a run started with other options: {', '.join(changed)}; "
             "give the same options to --resume it, or --overwrite to start afresh"
         )
+    return options
+
+
+def with_recorded_network(options: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """``options`` for resuming a run whose recorded options are ``before``: without any network
+    option, the recorded network (``--layers``, or the one-conv-layer options, or none: the
+    default network); with some of the one-conv-layer options, the others as recorded (runs
+    recorded before ``--layers`` existed hold all four, then the command's defaults)."""
+    options = dict(options)
+    if options["layers"] is None:
+        given = any(options[name] is not None for name in SHORTHAND_OPTIONS)
+        for name in SHORTHAND_OPTIONS if given else NETWORK_OPTIONS:
+            if options[name] is None:
+                options[name] = before.get(name)
+    return options
+
+
+def _network_kind(options: dict[str, Any]) -> str:
+    if options.get("layers") is not None:
+        return "stack"
+    if any(options.get(name) is not None for name in SHORTHAND_OPTIONS):
+        return "shorthand"
+    return "default"
+
+
+def _network_words(options: dict[str, Any]) -> str:
+    kind = _network_kind(options)
+    if kind == "stack":
+        return f"--layers {options['layers']}"
+    if kind == "shorthand":
+        given = [
+            f"{_flag(n)} {options[n]}" for n in SHORTHAND_OPTIONS if options.get(n) is not None
+        ]
+        return f"the one-conv-layer network ({' '.join(given)})"
+    return "the default network (no --layers)"
 
 
 def _flag(option: str) -> str:
@@ -247,7 +376,16 @@ EPOCH_PARAMS = ("max_iter", "n_iter_no_change")
 
 
 def _check_same_estimator(loaded: Any, fresh: Any, path: Path) -> None:
+    """Refuse a checkpoint made with other settings than ``fresh``'s, naming them; one of
+    another network says which network it holds."""
     ours, theirs = fresh.get_params(), loaded.get_params()
+    network = ("layers", *SHORTHAND_OPTIONS)
+    if any(_comparable(k, ours[k]) != _comparable(k, theirs.get(k)) for k in network):
+        raise RunError(
+            f"{path} holds a run of {_network_words(_stack_params(theirs))}, not of "
+            f"{_network_words(_stack_params(ours))}; give its network options to --resume it, "
+            "or --overwrite to start afresh"
+        )
     # n_iter_no_change follows from --epochs only without --early-stopping.
     free = EPOCH_PARAMS if not fresh.early_stopping else ("max_iter",)
     changed = [
@@ -263,10 +401,23 @@ def _check_same_estimator(loaded: Any, fresh: Any, path: Path) -> None:
         )
 
 
+def _stack_params(params: dict[str, Any]) -> dict[str, Any]:
+    """An estimator's network parameters as the command's options (``layers`` as a string)."""
+    options = {name: params.get(name) for name in SHORTHAND_OPTIONS}
+    options["layers"] = _comparable("layers", params.get("layers"))
+    return options
+
+
 def _comparable(name: str, value: Any) -> Any:
-    """An estimator parameter in a form that compares equal across a save/load round trip."""
+    """An estimator parameter in a form that compares equal across a save/load round trip (a
+    stack as its canonical string, whether given as a string or as layers)."""
     if name == "dtype" and value is not None:
         return np.dtype(value).name
+    if name == "layers" and value is not None:
+        try:
+            return layers_to_string(parse_layers(value) if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            return repr(value)  # not a stack this version reads: equal to none of ours
     if isinstance(value, (tuple, list, np.ndarray)):
         return [_comparable(name, v) for v in value]
     return _jsonable(value)
@@ -406,6 +557,11 @@ def train_command(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} exists and is not a folder")
     image_size = getattr(args, "image_size", None)
+    if image_size is not None and source_kind(args.data) != "images":
+        raise InputError(
+            f"--image-size applies to folders of image files only, and --data {args.data} is "
+            "not one"
+        )
     X, y, info = load_dataset(args.data, task=args.task, image_size=image_size)
     _refuse_data_inside_the_run(args.data, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -471,7 +627,7 @@ def _train_in_owned_folder(
                 f"--out {out} holds a finished run ({done} epochs); add --overwrite to replace "
                 "it, or --resume with a larger --epochs to train it further"
             )
-        check_same_run(folder, options)
+        options = check_same_run(folder, options)
         stopped = isinstance(metrics, dict) and metrics.get("stopped_early") is True
         if done == args.epochs or (stopped and isinstance(done, int) and done < args.epochs):
             why = "; it stopped early" if stopped and done != args.epochs else ""
@@ -485,7 +641,7 @@ def _train_in_owned_folder(
                 f"{out} holds an unfinished run ({folder.checkpoint}); add --resume to continue "
                 "it or --overwrite to start afresh"
             )
-        check_same_run(folder, options)
+        options = check_same_run(folder, options)
         loaded, state = _load_checkpoint(folder)
     # else: a run folder with nothing trained in it (killed before its first epoch): afresh.
     # Allowed to go on: only now clean what killed writers left (never a live writer's file).
@@ -498,17 +654,17 @@ def _train_in_owned_folder(
             f"{args.epochs}; give --epochs {start_epoch} or more to continue it, or "
             "--overwrite to start afresh"
         )
-    X_train, X_test, y_train, y_test, split = split_dataset(X, y, info, args.seed)
+    X_train, X_test, y_train, y_test, split = _split(X, y, info, args)
     est = estimator_for(options, info, X)
 
-    def start_record() -> None:
-        _write_record(folder, options, info, est, args, start_epoch, split)
+    def start_record(network: Any) -> None:
+        _write_record(folder, options, info, est, network, args, start_epoch, split)
 
     def start_afresh() -> None:
         # Only once the first epoch has trained: a run refused by the estimator's own checks
         # (say, a kernel larger than the images) leaves the folder's previous run untouched.
         folder.clear()
-        start_record()
+        start_record(est.network_)
 
     if state is not None:
         _check_same_estimator(loaded, est, folder.checkpoint)
@@ -516,7 +672,7 @@ def _train_in_owned_folder(
             # The run is no longer finished: a kill from here on leaves a run to --resume.
             with contextlib.suppress(FileNotFoundError):
                 folder.metrics.unlink()
-        start_record()
+        start_record(loaded.network_)
 
     curves = _resumed_curves(folder, start_epoch)
     args.interrupt_hint = lambda: (
@@ -542,7 +698,7 @@ def _train_in_owned_folder(
         with warnings.catch_warnings():
             # Running the requested epochs is what was asked: no "not converged" warning.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            est.fit(X_train, y_train, callback=recorder, resume=state)
+            fit_checked(est, X_train, y_train, callback=recorder, resume=state)
     finally:
         progress.close()
 
@@ -552,12 +708,37 @@ def _train_in_owned_folder(
     pictures = _draw(folder, est, curves, X_test, y_test, info)
     write_json(folder.metrics, metrics)  # last: marks the run finished
     score = "test_accuracy" if info.task == "classification" else "test_r2"
+    unseen = "" if "filters.png" in pictures else " (no conv layer: no filters or feature maps)"
     say(
         f"{score} {metrics[score]:.4g} after {metrics['epochs']} epochs "
         f"({metrics['train_seconds']:.1f} s of training); wrote {out}/"
-        f"{{{MODEL},{METRICS},{','.join(pictures)}}}"
+        f"{{{MODEL},{METRICS},{','.join(pictures)}}}{unseen}"
     )
     return 0
+
+
+def _split(
+    X: np.ndarray, y: np.ndarray, info: DatasetInfo, args: argparse.Namespace
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The training and test parts (:func:`split_dataset`); too few samples to hold a test split
+    out of, or test labels the training part lacks, are the data's fault: one line."""
+    try:
+        X_train, X_test, y_train, y_test, split = split_dataset(X, y, info, args.seed)
+    except DatasetError:
+        raise
+    except ValueError as exc:  # scikit-learn's train_test_split refusing a tiny data set
+        raise InputError(
+            f"--data {args.data}: cannot hold out a test split of its {len(y)} samples: {exc}"
+        ) from exc
+    if info.task == "classification":
+        unseen = np.setdiff1d(np.unique(y_test), np.unique(y_train))
+        if unseen.size:
+            shown = ", ".join(str(v) for v in unseen[:10]) + (", ..." if unseen.size > 10 else "")
+            raise DatasetError(
+                f"--data {args.data}: its test split holds labels its training split lacks "
+                f"({shown}); a classifier can only be tested on the classes it learns"
+            )
+    return X_train, X_test, y_train, y_test, split
 
 
 def _load_checkpoint(folder: RunFolder) -> tuple[Any, Any]:
@@ -581,6 +762,7 @@ def _write_record(
     options: dict[str, Any],
     info: DatasetInfo,
     est: Any,
+    network: Any,
     args: argparse.Namespace,
     start_epoch: int,
     split: dict[str, Any],
@@ -599,6 +781,7 @@ def _write_record(
         "options": options,
         "data": info.to_dict(),
         "split": split,
+        "network": network_record(network),
         "estimator": {"class": type(est).__name__, "params": _jsonable(est.get_params())},
         "versions": _versions(),
         "sessions": sessions,
@@ -666,7 +849,14 @@ def _draw(
         loss_name=name,
         validation_label="held-out test split",
     )
-    plots.plot_filters(folder.folder / "filters.png", est.params_.kernel)
-    image, maps = feature_maps(est, X_test)
-    plots.plot_feature_maps(folder.folder / "feature_maps.png", image, maps)
-    return (*PICTURES, *draw_evaluation(folder.folder, est, X_test, y_test, info))
+    pictures = ["loss.png"]
+    kernel = first_kernel(est)
+    if kernel is not None:  # a stack without conv layers (1x1 images, say) has neither picture
+        k = kernel.shape[-1]
+        title = f"the first conv layer's {len(kernel)} learned {k}x{k} kernels"
+        plots.plot_filters(folder.folder / "filters.png", kernel, title)
+        image, maps = feature_maps(est, X_test)
+        titles, layer_maps = [t for t, _ in maps], [m for _, m in maps]
+        plots.plot_feature_maps(folder.folder / "feature_maps.png", image, layer_maps, titles)
+        pictures += ["filters.png", "feature_maps.png"]
+    return (*pictures, *draw_evaluation(folder.folder, est, X_test, y_test, info))
