@@ -575,6 +575,16 @@ def test_predict_refuses_wrong_input(X, fragment, digits_run, tmp_path, capsys):
     assert not (tmp_path / "y.npy").exists()
 
 
+def test_predictions_on_images_must_go_to_a_csv(digits_run, tmp_path, capsys):
+    from conftest import make_image_folder
+
+    pics = make_image_folder(tmp_path / "pics", classes=("a", "b"), per_class=2, sizes=((8, 8),))
+    argv = ["predict", "--model", digits_run / "model.npz", "--input", pics, "--output",
+            tmp_path / "p.npy"]  # fmt: skip
+    code, _, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "--output", "name a .csv file")
+
+
 def test_predict_refuses_missing_files(digits_run, tmp_path, capsys):
     model = digits_run / "model.npz"
     code, _, err = run_main(

@@ -269,3 +269,24 @@ def test_image_size_is_refused_for_other_data(tmp_path, capsys):
     code, _, err = run_main([*argv[:-2], "0", "8"], capsys)
     assert_one_line_error(code, err, "--image-size")
     assert code == cli.EXIT_USAGE
+
+
+def test_test_labels_the_training_split_lacks_are_one_line(tmp_path, capsys):
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for name, array in idx_set().items():
+        if name == "t10k-labels-idx1-ubyte":
+            array = array.copy()
+            array[:2] = 7  # a class that training never sees
+        (folder / name).write_bytes(idx_bytes(array))
+    out = tmp_path / "run"
+    code, _, err = run_main(["train", "--data", folder, "--out", out, *FAST], capsys)
+    assert_one_line_error(code, err, "test split holds labels", "(7)")
+    assert not (out / "checkpoint.npz").exists()  # refused before any training
+
+
+def test_data_too_small_for_a_test_split_is_one_line(tmp_path, capsys):
+    data = tmp_path / "tiny.npz"
+    np.savez(data, X=np.arange(16.0).reshape(4, 4), y=np.array([0, 1, 0, 1]))
+    code, _, err = run_main(["train", "--data", data, "--out", tmp_path / "run", *FAST], capsys)
+    assert_one_line_error(code, err, "cannot hold out a test split of its 4 samples")
