@@ -145,8 +145,10 @@ def test_predicted_vs_true_plot(tmp_path):
         (lambda p: plots.plot_confusion(p, [0, 1], [0, 1], [0, 1], ["a"]), "names"),
         (lambda p: plots.plot_errors(p, np.zeros((2, 2, 4, 4)), [0, 1], [1, 0]), "C 1 or 3"),
         (lambda p: plots.plot_errors(p, np.zeros((2, 1, 4, 4)), [0], [1]), "images must be"),
-        (lambda p: plots.plot_errors(p, np.zeros((1, 1, 4, 4)), [0], [1], max_images=0),
-         "max_images"),
+        (
+            lambda p: plots.plot_errors(p, np.zeros((1, 1, 4, 4)), [0], [1], max_images=0),
+            "max_images",
+        ),
         (lambda p: plots.plot_predicted_vs_true(p, np.zeros(3), np.zeros(4)), "y_true and y_pred"),
         (lambda p: plots.plot_loss(p, []), "train_loss"),
         (lambda p: plots.plot_loss(p, [1.0, 2.0], [1.0]), "validation_loss"),
@@ -155,8 +157,12 @@ def test_predicted_vs_true_plot(tmp_path):
         (lambda p: plots.plot_feature_maps(p, np.zeros((8, 8)), np.zeros((1, 6, 6))), "image"),
         (lambda p: plots.plot_feature_maps(p, np.zeros((1, 8, 8)), np.zeros(6)), "feature_maps"),
         (lambda p: plots.plot_feature_maps(p, np.zeros((1, 8, 8)), []), "feature_maps"),
-        (lambda p: plots.plot_feature_maps(p, np.zeros((1, 8, 8)), [np.zeros((1, 6, 6))],
-                                           ["a", "b"]), "titles"),  # fmt: skip
+        (
+            lambda p: plots.plot_feature_maps(
+                p, np.zeros((1, 8, 8)), [np.zeros((1, 6, 6))], ["a", "b"]
+            ),
+            "titles",
+        ),  # fmt: skip
     ],
 )
 def test_bad_input_is_refused(tmp_path, call, match):

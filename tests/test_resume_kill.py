@@ -178,4 +178,3 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
     assert len(record["sessions"]) >= 3
     # Temporary files of killed writers are cleaned up by the next run; the lock file stays.
     assert sorted(p for p in os.listdir(out) if p.startswith(".")) == [".tinycnn-lock"]
-
