@@ -210,14 +210,12 @@ def network_record(network: Any) -> dict[str, Any]:
 
 
 def first_kernel(est: Any) -> np.ndarray | None:
-    """The kernels ``(F, C, k, k)`` of the first conv layer of ``est.network_``, or None."""
-    network = est.network_
-    index = 0  # of the layer's first array in params_: two per Conv2d and per Dense, in order
-    for layer, shape in zip(network.layers, network.shapes):
-        if isinstance(layer, Conv2d):
-            return np.asarray(est.params_[index])
-        index += len(layer.param_shapes(shape))
-    return None
+    """The kernels ``(F, C, k, k)`` of the first conv layer of ``est.network_``, or None without
+    one. They are always ``params_[0]``: only Conv2d and Dense layers have weights, and no conv
+    can follow a Dense (whose output is flat)."""
+    if not any(isinstance(layer, Conv2d) for layer in est.network_.layers):
+        return None
+    return np.asarray(est.params_[0])
 
 
 def feature_maps(est: Any, X: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
