@@ -24,7 +24,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import tinycnn  # noqa: E402
-from tinycnn import Conv2d, Dense, Flatten, MaxPool2d, ReLU, export  # noqa: E402
+from tinycnn import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, export  # noqa: E402
 from tinycnn.network import ConvNetParams  # noqa: E402
 
 torch.set_num_threads(1)  # the suite runs on 2 cores with -n 2
@@ -499,6 +499,70 @@ def test_a_stack_exported_to_torch_and_onnx_predicts_what_tinycnn_predicts(
                 assert_close_rel(out, est.predict(X))
 
 
+def draw_stack(data):
+    """Random images ``(C, H, W)`` and a hidden stack that fits them: conv (any stride and
+    padding), ReLU, max and average pooling (stride below, equal to or above the window), then
+    maybe a Flatten and dense layers."""
+    shape = (
+        data.draw(st.integers(1, 3)),
+        data.draw(st.integers(3, 11)),
+        data.draw(st.integers(3, 11)),
+    )
+    layers, (_, h, w) = [], shape
+    for _ in range(data.draw(st.integers(0, 4))):
+        kind = data.draw(st.sampled_from(["conv", "relu", "max", "avg"]))
+        if kind == "relu":
+            layers.append(ReLU())
+            continue
+        if kind == "conv":
+            pad = data.draw(st.integers(0, 2))
+            layer = Conv2d(
+                data.draw(st.integers(1, 4)),
+                data.draw(st.integers(1, min(h, w) + 2 * pad)),
+                data.draw(st.integers(1, 3)),
+                pad,
+            )
+        else:
+            size = data.draw(st.integers(1, min(h, w, 3)))
+            stride = data.draw(st.sampled_from([None, 1, 2, 3]))
+            layer = (MaxPool2d if kind == "max" else AvgPool2d)(size, stride)
+        _, h, w = layer.output_shape((1, h, w))
+        layers.append(layer)
+    if data.draw(st.booleans()):
+        layers.append(Flatten())
+        for _ in range(data.draw(st.integers(0, 2))):
+            layers += [Dense(data.draw(st.integers(1, 6))), ReLU()]
+    return shape, tuple(layers)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_random_stack_exported_predicts_what_tinycnn_predicts_and_comes_back(data):
+    shape, layers = draw_stack(data)
+    classifier = data.draw(st.booleans())
+    rng = np.random.default_rng(0)
+    X = rng.normal(0.5, 2.0, (12, *shape))
+    Estimator = tinycnn.CNNClassifier if classifier else tinycnn.CNNRegressor
+    y = np.arange(12) % 3 if classifier else rng.standard_normal((12, 2))
+    est = Estimator(layers=layers, max_iter=1, random_state=0).fit(X, y)
+    module = export.to_torch(est)
+    model = export._onnx_model(est, onnx)
+    onnx.checker.check_model(model, full_check=True)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    X32 = X[:5].astype(np.float32)
+    expected = reference_outputs(est, X32)
+    assert_close_rel(run_torch(module, X32), expected)
+    assert_close_rel(session.run(None, {"x": X32})[0], expected)
+    back = export.from_torch(module, like=est)
+    assert back.network_ == est.network_ and back.layers == est.layers
+    for p, q in zip(back.params_, est.params_):
+        np.testing.assert_array_equal(p, q.astype(np.float32))
+
+
 def test_to_torch_of_a_stack_is_its_layers_in_order():
     est = make_stack("lenet-max")
     module = export.to_torch(est)
@@ -572,6 +636,19 @@ def test_from_torch_of_an_exported_stack_round_trips_it_exactly():
     np.testing.assert_allclose(est.input_std_, like.input_std_, rtol=1e-7)
     X = images(like, 5)
     assert_close_rel(est.predict_proba(X), like.predict_proba(X), rtol=1e-6)
+
+
+def test_from_torch_keeps_likes_spelling_of_the_same_layers():
+    """PyTorch cannot tell MaxPool2d(2, stride=2) from MaxPool2d(2): like's own form is kept."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((10, 1, 6, 6)), np.arange(10) % 2
+    layers = (Conv2d(2, 3, pad=1), ReLU(), MaxPool2d(2, 2), AvgPool2d(1, 1))
+    like = tinycnn.CNNClassifier(layers=layers, max_iter=1, random_state=0).fit(X, y)
+    est = export.from_torch(export.to_torch(like), like=like)
+    assert est.layers == layers and est.network_ == like.network_
+    shorthand = tinycnn.CNNClassifier(n_filters=1, max_iter=1, random_state=0).fit(X, y)
+    other = export.from_torch(export.to_torch(like), like=shorthand)
+    assert other.layers == (Conv2d(2, 3, pad=1), ReLU(), MaxPool2d(2), AvgPool2d(1))
 
 
 def test_from_torch_of_a_float64_module_keeps_its_float64_weights_exactly():

@@ -352,7 +352,9 @@ def from_torch(module: torch.nn.Module, like: Any) -> Any:
         raise ValueError(f"module's input_std must be > 0, got {std.ravel()}")
 
     est = _fitted_clone(like)
-    if stack != like.network_:
+    if [_canonical(layer) for layer in like.network_.layers] == list(stack.layers):
+        stack = like.network_  # like's own spelling of the same layers (MaxPool2d(2, 2))
+    else:
         hidden = list(stack.layers[:-1])  # without the output Dense
         if hidden and isinstance(hidden[-1], Flatten) and not ends_flat(hidden[:-1]):
             hidden.pop()  # the estimator puts a Flatten before its output Dense itself
@@ -376,6 +378,14 @@ def from_torch(module: torch.nn.Module, like: Any) -> Any:
     est.input_mean_ = mean.reshape(-1)
     est.input_std_ = std.reshape(-1)
     return est
+
+
+def _canonical(layer: Layer) -> Layer:
+    """``layer`` as :func:`from_torch` reads it back: a pooling stride equal to the window is
+    None (PyTorch keeps no difference between the two)."""
+    if isinstance(layer, (MaxPool2d, AvgPool2d)) and layer.stride == layer.size:
+        return type(layer)(layer.size)
+    return layer
 
 
 def _as_float64(tensor: Any, torch: Any) -> np.ndarray:
