@@ -1,27 +1,26 @@
-"""tinycnn against PyTorch's CPU path and against plain loops: one table, written to RESULTS.md.
+"""tinycnn against PyTorch's CPU path and against plain loops: one report, written to RESULTS.md.
 
-Run ``make bench`` (or ``python bench/bench.py --help``). What is measured, and how (see
-``../shared/BENCHMARKS.md``):
+Run ``make bench`` (or ``python bench/bench.py --help``; ``--sections`` picks parts). What is
+measured, and how (see ``../shared/BENCHMARKS.md``); every comparison runs ours and PyTorch's
+alternately in one process (2 threads each), a warm-up round first, and quotes the median of the
+per-round ratios, so that load from other processes cancels out as far as it can:
 
-* For each workload (S, M, C, L) and dtype (float64, float32): one full-batch gradient-descent
-  epoch of conv -> ReLU -> flatten -> dense with MSE and lr 0.01, by ``tinycnn.training.train``
-  (the code path ``train_cnn`` takes) and by the same model in PyTorch (``nn.Conv2d``,
-  ``nn.Linear``, ``mse_loss``, ``optim.SGD``, 2 threads). Both run alternately in one process,
-  each round training a fresh copy of the same initial weights for a fixed number of epochs
-  (ours includes building its engine and a first call that unfolds X); after a warm-up round, the
-  quoted ratio is the median of the per-round ratios, so load from other processes on the
-  machine cancels out as far as it can.
-* Mini-batches: one epoch of Adam (lr 1e-3) on batches of 64 in a shuffled order, softmax
-  cross-entropy, through ``tinycnn.training.train`` (the path the estimators take) and through
-  the same ``torch.nn.Sequential`` with ``torch.optim.Adam`` on the same batches, for the stacks
-  ``one`` (4000x1x28x28, conv16 k5 pad 2 -> ReLU -> dense 10) and ``lenet`` (LeNet-5), both
-  dtypes, alternately, median of per-round ratios.
-* M with one filter, float64, against ``tinycnn.naive.train_cnn`` (the seed's algorithm as plain
-  loops), alternately too.
-* Peak memory growth while training L in float32: the resident-set high-water mark above the
-  level reached after imports and data creation, each library in a fresh subprocess.
-* The compute floor: the epoch's floating-point operations at the machine's measured matrix
-  product peak (235 GFLOP/s in float32, 120 in float64).
+* ``epoch``: for each workload (S, M, C, L) and dtype, one full-batch gradient-descent epoch of
+  conv -> ReLU -> flatten -> dense with MSE and lr 0.01, by ``tinycnn.training.train`` with its
+  engine built once (its setup timed apart) and by the same model in PyTorch.
+* ``calls``: ``train_cnn`` as one whole call, setup included (S and M at their epochs per round,
+  C and L at 2 and 20 epochs), against the same call in PyTorch (``userpaths.py``).
+* ``fit``: ``CNNClassifier.fit`` on mini-batches of 64 with Adam, one whole call, for the stacks
+  ``one``, ``lenet`` and ``cifar``, against the loop a PyTorch user writes, on the same batches
+  from the same initial weights (so the losses agree).
+* ``predict``: ``predict`` on 10000 images of each stack against the module under
+  ``torch.no_grad()``.
+* ``layers``: where an epoch goes, per layer (forward, backward) and in the update, with each
+  layer's FLOPs and its floor at the matrix-product peak measured at the start of the run.
+* ``loops``: M with one filter, float64, against ``tinycnn.naive.train_cnn`` (plain loops).
+* ``memory``: the resident-set high-water mark above the level reached after imports and data
+  creation, training L (2 full-batch epochs) and ``lenet`` (one epoch of its fit) in float32,
+  each library in a fresh subprocess.
 
 PyTorch is needed for the comparisons only; without it the tinycnn columns are still filled.
 """
@@ -44,16 +43,19 @@ from pathlib import Path
 import numpy as np
 
 import tinycnn
-from tinycnn import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, Sequential, naive
+from tinycnn import naive
 from tinycnn.network import ConvNetSpec, init_params_seed
 from tinycnn.optim import SGD, Adam
 from tinycnn.training import make_engine, train
 
 HERE = Path(__file__).resolve().parent
-PEAK_GFLOPS = {"float32": 235.0, "float64": 120.0}
+sys.path.insert(0, str(HERE))
+import userpaths as paths  # noqa: E402  (the paths users take, beside this file)
+
+DTYPES = ("float64", "float32")
 LR = 0.01
 TORCH_THREADS = 2
-# Targets of issue 3.
+# Targets (issues 3 and 12): ratios tinycnn / PyTorch, plain-loop speedup, memory ratio.
 TARGET_RATIO, TARGET_LOOP_SPEEDUP, TARGET_MEMORY_RATIO = 0.5, 500.0, 0.5
 FLOOR_FACTOR_TO_EXPLAIN = 3.0  # above this many times its floor, RESULTS.md names the bottleneck
 
@@ -95,31 +97,6 @@ WORKLOADS = {
         Workload("C", 2000, 3, 32, 16, 3, 10, 4, "CIFAR-sized colour images"),
         Workload("L", 10000, 1, 28, 16, 5, 10, 2, "MNIST-sized, 10k images"),
     )
-}
-
-
-# Mini-batch stacks: (samples, input shape, layers); batches of 64, Adam at 1e-3.
-MINI_BATCH, MINI_LR = 64, 1e-3
-MINI_STACKS = {
-    "one": (4000, (1, 28, 28), [Conv2d(16, 5, pad=2), ReLU(), Flatten(), Dense(10)]),
-    "lenet": (
-        4000,
-        (1, 28, 28),
-        [
-            Conv2d(6, 5, pad=2),
-            ReLU(),
-            MaxPool2d(2),
-            Conv2d(16, 5),
-            ReLU(),
-            MaxPool2d(2),
-            Flatten(),
-            Dense(120),
-            ReLU(),
-            Dense(84),
-            ReLU(),
-            Dense(10),
-        ],
-    ),  # fmt: skip
 }
 
 
@@ -226,86 +203,6 @@ class Torch:
         self.last_loss = loss.item()
 
 
-def mini_data(name: str, dtype, scale: float = 1.0) -> tuple[Sequential, np.ndarray, np.ndarray]:
-    """The stack, images uniform in [0, 1) and one-hot targets of 10 classes, seed 0;
-    ``scale`` times the stack's number of samples."""
-    n, shape, layers = MINI_STACKS[name]
-    n = max(MINI_BATCH + 1, round(n * scale))
-    rng = np.random.default_rng(0)
-    X = rng.random((n, *shape), dtype=np.float32).astype(dtype)
-    T = np.eye(10, dtype=dtype)[rng.integers(0, 10, n)]
-    return Sequential(layers, shape), X, T
-
-
-class MiniOurs:
-    """Mini-batch epochs of ``net`` through ``training.train`` (the estimators' path), from the
-    same initial weights every round; the engine is built inside the timed call."""
-
-    def __init__(self, net: Sequential, X, T, dtype):
-        self.net, self.X, self.T = net, X, T
-        self.init = net.init_params(0, dtype)
-        self.last_loss = float("nan")
-
-    def run(self, epochs: int) -> None:
-        params = [p.copy() for p in self.init]
-        history = train(
-            self.net, params, self.X, self.T, Adam(MINI_LR), epochs,
-            loss="softmax_cross_entropy", batch_size=MINI_BATCH, rng=np.random.default_rng(0),
-        )  # fmt: skip
-        self.last_loss = history.loss_curve[-1]
-
-
-class MiniTorch:
-    """The same stack as a ``torch.nn.Sequential``, on the same batches in the same order."""
-
-    def __init__(self, torch, net: Sequential, X, T, dtype):
-        self.torch = torch
-        tdtype = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
-        init = net.init_params(0, dtype)
-        modules, self.params, i = [], [], 0
-        for layer, shape in zip(net.layers, net.shapes):
-            if isinstance(layer, Conv2d):
-                m = torch.nn.Conv2d(shape[0], layer.filters, layer.kernel_size, layer.stride,
-                                    layer.pad).to(tdtype)  # fmt: skip
-                values = (init[i], init[i + 1])
-            elif isinstance(layer, Dense):
-                m = torch.nn.Linear(shape[0], layer.units).to(tdtype)
-                values = (init[i].T.copy(), init[i + 1])
-            else:
-                kind = {ReLU: "ReLU", MaxPool2d: "MaxPool2d", AvgPool2d: "AvgPool2d"}
-                name = kind.get(type(layer), "Flatten")
-                args = () if name in ("ReLU", "Flatten") else (layer.size, layer.stride)
-                modules.append(getattr(torch.nn, name)(*args))
-                continue
-            self.params += [(m.weight, torch.from_numpy(values[0].copy())),
-                            (m.bias, torch.from_numpy(values[1].copy()))]  # fmt: skip
-            modules.append(m)
-            i += 2
-        self.module = torch.nn.Sequential(*modules)
-        self.X, self.T = torch.from_numpy(X), torch.from_numpy(T)
-        self.last_loss = float("nan")
-
-    def run(self, epochs: int) -> None:
-        torch = self.torch
-        with torch.no_grad():
-            for p, v in self.params:
-                p.copy_(v)
-        opt = torch.optim.Adam([p for p, _ in self.params], lr=MINI_LR)
-        rng, N = np.random.default_rng(0), self.X.shape[0]
-        for _ in range(epochs):
-            order = torch.from_numpy(rng.permutation(N))
-            total = 0.0
-            for start in range(0, N, MINI_BATCH):
-                idx = order[start : start + MINI_BATCH]
-                opt.zero_grad()
-                out = self.module(self.X[idx])
-                loss = -(self.T[idx] * torch.log_softmax(out, dim=1)).sum() / len(idx)
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            self.last_loss = total / N
-
-
 def alternate(
     first, second, epochs: int, rounds: int
 ) -> tuple[float, float, float, tuple[float, float]]:
@@ -370,38 +267,49 @@ def _rss_kib(field: str) -> int:
 
 
 def memory_child(library: str, workload: str, dtype: str) -> None:
-    """Print the peak RSS growth (MiB) of training ``workload`` for 2 epochs with
-    ``library``, above the RSS after imports and data creation. Runs in its own process."""
-    w = WORKLOADS[workload]
+    """Print the peak RSS growth (MiB) of training ``workload`` with ``library``, above the RSS
+    after imports and data creation: a full-batch workload (S, M, C, L) for 2 epochs, or a
+    mini-batch stack (``paths.STACKS``) for one epoch of its fit. Runs in its own process."""
     torch = import_torch() if library == "torch" else None
     if library == "torch" and torch is None:
         print(json.dumps({"mib": None}))
         return
-    X, T = make_data(w, dtype)
-    spec = w.spec()
+    if workload in paths.STACKS:
+        net, X, labels = paths.stack_data(workload, dtype)
 
-    def train_two_epochs():  # the model and the engine are part of what is measured
-        runner = Torch(torch, spec, X, T, dtype) if torch else Ours(spec, X, T, dtype)
-        runner.run(2)
+        def train_once():  # the model, the engine and the estimator are part of what is measured
+            if torch:
+                runner = paths.TorchMiniBatchFit(torch, net, X, labels, dtype)
+            else:
+                runner = paths.EstimatorFit(net, X, labels, dtype)
+            runner.run(1)
+    else:
+        w = WORKLOADS[workload]
+        X, T = make_data(w, dtype)
+        spec = w.spec()
+
+        def train_once():
+            runner = Torch(torch, spec, X, T, dtype) if torch else Ours(spec, X, T, dtype)
+            runner.run(2)
 
     try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         baseline = _rss_kib("VmRSS")
-        train_two_epochs()
+        train_once()
         peak = _rss_kib("VmHWM")
     except OSError:  # no clear_refs: the high-water mark so far is the baseline
         import resource
 
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        train_two_epochs()
+        train_once()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"mib": (peak - baseline) / 1024}))
 
 
 def memory_growth(library: str, workload: str, dtype: str) -> float | None:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", library]
-    cmd += ["--workloads", workload, "--dtypes", dtype]
+    cmd += ["--memory-workload", workload, "--dtypes", dtype]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["mib"]
 
@@ -450,171 +358,301 @@ def fmt(value: float | None, spec: str = ".3g") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workloads", default="S,M,C,L", help="comma-separated, e.g. S,M")
-    parser.add_argument("--dtypes", default="float64,float32")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per comparison")
-    parser.add_argument(
-        "--epochs-scale", type=float, default=1.0, help="scale the epochs per round (e.g. 0.2)"
-    )
-    parser.add_argument("--no-loops", action="store_true", help="skip the plain-loop timing")
-    parser.add_argument("--no-minibatch", action="store_true", help="skip the mini-batch stacks")
-    parser.add_argument(
-        "--mini-scale", type=float, default=1.0, help="scale the mini-batch samples (e.g. 0.05)"
-    )
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
-    parser.add_argument("--out", default=str(HERE / "RESULTS.md"), help="'-' to write nothing")
-    parser.add_argument("--memory-child", choices=["ours", "torch"], help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    names = [n.strip().upper() for n in args.workloads.split(",") if n.strip()]
-    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    for n in names:
-        if n not in WORKLOADS:
-            parser.error(f"unknown workload {n!r}; choose from {', '.join(WORKLOADS)}")
-    for d in dtypes:
-        if d not in PEAK_GFLOPS:
-            parser.error(f"unknown dtype {d!r}; choose from {', '.join(PEAK_GFLOPS)}")
-    if args.memory_child:
-        memory_child(args.memory_child, names[0], dtypes[0])
-        return 0
+def call_rounds(args) -> int:
+    """Timed rounds of the whole-call comparisons: half the per-epoch rounds (7 -> 3)."""
+    return max(1, args.rounds // 2)
 
-    torch = import_torch()
-    started = time.perf_counter()
-    load_before = os.getloadavg()
-    header = (
-        "| workload | dtype | epochs/round | tinycnn ms/epoch | PyTorch ms/epoch | ratio "
-        "(median of rounds) | ratio, lowest-highest round | GFLOP/epoch | floor ms | "
-        "tinycnn / floor | tinycnn setup ms |"
-    )
-    rows = [header, "|" + "---|" * 11]
-    misses, above_floor = [], []
-    print(header, flush=True)
+
+SECTIONS = ("epoch", "calls", "fit", "predict", "layers", "loops", "memory")
+
+
+class Report:
+    """The rows and lines of one run, printed as they come, and the targets missed."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.misses: list[str] = []
+
+    def table(self, title: str, header: list[str]) -> None:
+        self.add("", f"### {title}", "", "| " + " | ".join(header) + " |",
+                 "|" + "---|" * len(header))  # fmt: skip
+
+    def row(self, cells: list[str]) -> None:
+        self.add("| " + " | ".join(cells) + " |")
+
+    def add(self, *lines: str) -> None:
+        for line in lines:
+            self.lines.append(line)
+            print(line, flush=True)
+
+    def target(self, what: str, ratio: float | None, limit: float) -> None:
+        if ratio is not None and ratio > limit:
+            self.misses.append(f"{what}: ratio {ratio:.2f} > {limit}")
+
+
+def check_losses(what: str, ours: float, theirs: float) -> None:
+    if abs(ours - theirs) > 1e-3 * abs(theirs):
+        print(f"warning: {what} losses differ: ours {ours}, torch {theirs}", file=sys.stderr)
+
+
+def compare(report: Report, cells: list[str], ours, theirs, repeats: int, rounds: int,
+            what: str, limit: float, check=check_losses) -> None:  # fmt: skip
+    """One table row: ours and theirs alternately (``repeats`` runs per timing), ms per run."""
+    ms_ours, ms_torch, ratio, (low, high) = alternate(ours, theirs, repeats, rounds)
+    if check is not None:
+        check(what, ours.last_loss, theirs.last_loss)
+    report.row([*cells, f"{ms_ours:.4g}", f"{ms_torch:.4g}", f"{ratio:.2f}",
+                f"{low:.2f}-{high:.2f}"])  # fmt: skip
+    report.target(what, ratio, limit)
+
+
+def section_epoch(report, args, torch, names, dtypes, peaks) -> None:
+    """Full-batch epochs, per epoch, the engine built once per workload (issue 10's table)."""
+    report.table("Full batch, per epoch (engine built once, its setup apart)", [
+        "workload", "dtype", "epochs/round", "tinycnn ms/epoch", "PyTorch ms/epoch",
+        "ratio (median of rounds)", "ratio, lowest-highest round", "GFLOP/epoch", "floor ms",
+        "tinycnn / floor", "tinycnn setup ms"])  # fmt: skip
     for name in names:
         w = WORKLOADS[name]
         epochs = max(1, round(w.epochs * args.epochs_scale))
         for dtype in dtypes:
             X, T = make_data(w, dtype)
             ours = Ours(w.spec(), X, T, dtype)
+            floor = w.gflop() / peaks[dtype] * 1e3
             if torch is not None:
                 theirs = Torch(torch, w.spec(), X, T, dtype)
                 ms_ours, ms_torch, ratio, (low, high) = alternate(ours, theirs, epochs, args.rounds)
-                if abs(ours.last_loss - theirs.last_loss) > 1e-3 * abs(theirs.last_loss):
-                    print(
-                        f"warning: {name} {dtype} losses differ: ours {ours.last_loss}, "
-                        f"torch {theirs.last_loss}",
-                        file=sys.stderr,
-                    )
+                check_losses(f"{name} {dtype}", ours.last_loss, theirs.last_loss)
             else:
                 ms_ours, ms_torch, ratio = time_alone(ours, epochs, args.rounds), None, None
                 low = high = None
-            floor = w.gflop() / PEAK_GFLOPS[dtype] * 1e3
-            row = (
-                f"| {name} | {dtype} | {epochs} | {ms_ours:.4g} | {fmt(ms_torch, '.4g')} | "
-                f"{fmt(ratio, '.2f')} | {fmt(low, '.2f')}-{fmt(high, '.2f')} | "
-                f"{w.gflop():.3g} | {floor:.3g} | {ms_ours / floor:.1f}x | {ours.setup_ms:.3g} |"
-            )
-            rows.append(row)
-            print(row, flush=True)
-            if ratio is not None and ratio > TARGET_RATIO:
-                misses.append(f"{name} {dtype}: ratio {ratio:.2f} > {TARGET_RATIO}")
-            if ms_ours > FLOOR_FACTOR_TO_EXPLAIN * floor:
-                above_floor.append(f"{name} {dtype} ({ms_ours / floor:.1f}x)")
+            report.row([name, dtype, str(epochs), f"{ms_ours:.4g}", fmt(ms_torch, ".4g"),
+                        fmt(ratio, ".2f"), f"{fmt(low, '.2f')}-{fmt(high, '.2f')}",
+                        f"{w.gflop():.3g}", f"{floor:.3g}", f"{ms_ours / floor:.1f}x",
+                        f"{ours.setup_ms:.3g}"])  # fmt: skip
+            report.target(f"per-epoch {name} {dtype}", ratio, TARGET_RATIO)
 
-    extra = []
-    if not args.no_minibatch and torch is not None:
-        mini_header = (
-            "| mini-batch stack | dtype | tinycnn ms/epoch | PyTorch ms/epoch | ratio (median of "
-            "rounds) | ratio, lowest-highest round |"
-        )
-        mini_rows = ["", mini_header, "|" + "---|" * 6]
-        print(mini_header, flush=True)
-        for name in MINI_STACKS:
+
+def section_calls(report, args, torch, names, dtypes) -> None:
+    """``train_cnn`` as one whole call, setup included."""
+    report.table("Full batch, `train_cnn` as one call (setup included)", [
+        "workload", "dtype", "epochs", "tinycnn ms/call", "PyTorch ms/call",
+        "ratio (median of rounds)", "ratio, lowest-highest round"])  # fmt: skip
+    for name in names:
+        w = WORKLOADS[name]
+        counts = [w.epochs] if name in ("S", "M") else [2, 20]
+        for epochs in sorted({max(1, round(e * args.epochs_scale)) for e in counts}):
             for dtype in dtypes:
-                net, X, T = mini_data(name, dtype, args.mini_scale)
-                ours, theirs = MiniOurs(net, X, T, dtype), MiniTorch(torch, net, X, T, dtype)
-                ms_ours, ms_torch, ratio, (low, high) = alternate(
-                    ours, theirs, 1, max(3, args.rounds // 2)
-                )
-                if abs(ours.last_loss - theirs.last_loss) > 1e-3 * abs(theirs.last_loss):
-                    print(f"warning: {name} {dtype} losses differ: ours {ours.last_loss}, "
-                          f"torch {theirs.last_loss}", file=sys.stderr)  # fmt: skip
-                row = (f"| {name} | {dtype} | {ms_ours:.4g} | {ms_torch:.4g} | {ratio:.2f} | "
-                       f"{low:.2f}-{high:.2f} |")  # fmt: skip
-                mini_rows.append(row)
-                print(row, flush=True)
-        rows += mini_rows
-    if not args.no_loops:
-        w = WORKLOADS["M"]
-        X, T = make_data(w, "float64")
-        spec1 = w.spec(n_filters=1)
-        ms_ours, ms_loops, ratio, _ = alternate(
-            Ours(spec1, X, T, "float64"), PlainLoops(spec1, X, T), 2, max(3, args.rounds // 2)
-        )
-        speedup = 1.0 / ratio
-        line = (
-            f"M with one 3x3 filter, float64: plain loops (tinycnn.naive.train_cnn) "
-            f"{ms_loops:.4g} ms/epoch, tinycnn {ms_ours:.4g} ms/epoch: **{speedup:.0f}x faster** "
-            f"(median of per-round ratios; target >= {TARGET_LOOP_SPEEDUP:.0f}x)"
-        )
-        extra.append(line)
-        print(line, flush=True)
-        if speedup < TARGET_LOOP_SPEEDUP:
-            misses.append(f"plain-loop speedup {speedup:.0f}x < {TARGET_LOOP_SPEEDUP:.0f}x")
-    if not args.no_memory:
-        mib_ours = memory_growth("ours", "L", "float32")
-        mib_torch = memory_growth("torch", "L", "float32") if torch is not None else None
-        mratio = mib_ours / mib_torch if mib_torch else None
-        line = (
-            f"Peak memory growth training L in float32 (2 epochs, fresh process each): tinycnn "
-            f"{mib_ours:.0f} MiB, PyTorch {fmt(mib_torch, '.0f')} MiB: ratio "
-            f"**{fmt(mratio, '.2f')}** (target <= {TARGET_MEMORY_RATIO})"
-        )
-        extra.append(line)
-        print(line, flush=True)
-        if mratio is not None and mratio > TARGET_MEMORY_RATIO:
-            misses.append(f"memory ratio {mratio:.2f} > {TARGET_MEMORY_RATIO}")
+                X, T = make_data(w, dtype)
+                ours = paths.TrainCnnCall(w, X, T, dtype)
+                theirs = paths.TorchFullBatchCall(torch, w, X, T, dtype)
+                compare(report, [name, dtype, str(epochs)], CallOf(ours, epochs),
+                        CallOf(theirs, epochs), 1, call_rounds(args),
+                        f"train_cnn {name} {dtype} {epochs} epochs", TARGET_RATIO)  # fmt: skip
 
-    if above_floor:
-        extra.append(
-            f"above {FLOOR_FACTOR_TO_EXPLAIN:g}x the compute floor (the hand-written section names "
-            f"the next bottleneck): {', '.join(above_floor)}"
-        )
+
+class CallOf:
+    """``runner.run(count)`` as one call, so that ``alternate`` times whole calls."""
+
+    def __init__(self, runner, count: int) -> None:
+        self.runner, self.count = runner, count
+
+    def run(self, calls: int) -> None:
+        for _ in range(calls):
+            self.runner.run(self.count)
+
+    @property
+    def last_loss(self):
+        return self.runner.last_loss
+
+
+FIT_TARGETS = {"one": TARGET_RATIO, "lenet": TARGET_RATIO, "cifar": 1.0}
+
+
+def section_fit(report, args, torch, dtypes) -> dict:
+    """``CNNClassifier.fit`` on mini-batches as one whole call; returns the fitted estimators
+    (for the inference section)."""
+    epochs = paths.EPOCHS_PER_FIT
+    report.table(f"Mini-batches of {paths.MINI_BATCH}, Adam: `CNNClassifier.fit` as one call "
+                 f"({epochs} epochs)", [
+        "stack", "samples", "dtype", "tinycnn ms/fit", "PyTorch ms/fit",
+        "ratio (median of rounds)", "ratio, lowest-highest round"])  # fmt: skip
+    fitted = {}
+    for name in paths.STACKS:
+        for dtype in dtypes:
+            net, X, labels = paths.stack_data(name, dtype, args.mini_scale)
+            ours = paths.EstimatorFit(net, X, labels, dtype)
+            theirs = paths.TorchMiniBatchFit(torch, net, X, labels, dtype)
+            compare(report, [name, str(X.shape[0]), dtype], CallOf(ours, epochs),
+                    CallOf(theirs, epochs), 1, call_rounds(args),
+                    f"fit {name} {dtype}", FIT_TARGETS[name])  # fmt: skip
+            fitted[(name, dtype)] = ours.est
+    return fitted
+
+
+def section_predict(report, args, torch, dtypes, fitted) -> None:
+    n = max(1, round(paths.INFERENCE_SAMPLES * args.mini_scale))
+    report.table(f"Inference: `predict` on {n} images as one call", [
+        "stack", "dtype", "tinycnn ms/call", "PyTorch ms/call", "ratio (median of rounds)",
+        "ratio, lowest-highest round"])  # fmt: skip
+    for name in paths.STACKS:
+        for dtype in dtypes:
+            _, X, _ = paths.stack_data(name, dtype, n=n)
+            est = fitted[(name, dtype)]
+            ours, theirs = paths.EstimatorPredict(est, X), paths.TorchPredict(torch, est, X)
+
+            def same_labels(what, _a, _b, ours=ours, theirs=theirs):
+                if (ours.last != theirs.last).mean() > 0.001:
+                    print(f"warning: {what} predictions differ", file=sys.stderr)
+
+            ours.last_loss = theirs.last_loss = None
+            compare(report, [name, dtype], ours, theirs, 1, call_rounds(args),
+                    f"predict {name} {dtype}", TARGET_RATIO, check=same_labels)  # fmt: skip
+
+
+def section_layers(report, args, names, peaks) -> None:
+    """Where an epoch goes, per layer, in one process, float32: the mini-batch stacks and the
+    full-batch workloads among ``names`` other than S (too small to split)."""
+    dtype = "float32"
+    jobs = []
+    for name in paths.STACKS:
+        net, X, labels = paths.stack_data(name, dtype, args.mini_scale)
+        jobs.append((f"{name} (fit path, batches of {paths.MINI_BATCH})", net, X,
+                     np.eye(10, dtype=dtype)[labels], paths.MINI_BATCH,
+                     Adam(paths.MINI_LR), "softmax_cross_entropy"))  # fmt: skip
+    for name in [n for n in names if n != "S"]:
+        w = WORKLOADS[name]
+        X, T = make_data(w, dtype)
+        jobs.append((f"{name} (full batch)", w.spec().sequential(), X, T, None, SGD(LR), "mse"))
+    for title, net, X, T, batch, optimizer, loss in jobs:
+        costs, update, whole = paths.profile_epoch(net, X, T, dtype, batch, optimizer, loss)
+        report.table(f"Where an epoch of {title} goes, {dtype}, one process: {whole:.4g} ms", [
+            "layer", "forward ms", "backward ms", "share of the epoch", "GFLOP", "floor ms",
+            "ms / floor"])  # fmt: skip
+        for c in costs:
+            spent = c.forward_ms + c.backward_ms
+            floor = c.gflop / peaks[dtype] * 1e3
+            report.row([f"`{c.name}`", f"{c.forward_ms:.3g}", f"{c.backward_ms:.3g}",
+                        f"{spent / whole:.0%}", f"{c.gflop:.3g}", f"{floor:.3g}",
+                        f"{spent / floor:.1f}x" if floor else "-"])  # fmt: skip
+        rest = whole - update - sum(c.forward_ms + c.backward_ms for c in costs)
+        report.row(["update (optimizer step)", "", f"{update:.3g}", f"{update / whole:.0%}",
+                    "", "", ""])  # fmt: skip
+        report.row(["the rest (loss, batches, engine)", "", f"{rest:.3g}", f"{rest / whole:.0%}",
+                    "", "", ""])  # fmt: skip
+
+
+def section_loops(report, args) -> None:
+    w = WORKLOADS["M"]
+    X, T = make_data(w, "float64")
+    spec1 = w.spec(n_filters=1)
+    ms_ours, ms_loops, ratio, _ = alternate(
+        Ours(spec1, X, T, "float64"), PlainLoops(spec1, X, T), 2, call_rounds(args)
+    )
+    speedup = 1.0 / ratio
+    report.add("", f"- M with one 3x3 filter, float64: plain loops (tinycnn.naive.train_cnn) "
+               f"{ms_loops:.4g} ms/epoch, tinycnn {ms_ours:.4g} ms/epoch: **{speedup:.0f}x "
+               f"faster** (median of per-round ratios; target >= {TARGET_LOOP_SPEEDUP:.0f}x)")
+    if speedup < TARGET_LOOP_SPEEDUP:
+        report.misses.append(f"plain-loop speedup {speedup:.0f}x < {TARGET_LOOP_SPEEDUP:.0f}x")
+
+
+def section_memory(report, torch) -> None:
+    for workload, how in (("L", "2 full-batch epochs"), ("lenet", "one epoch of its fit")):
+        mib_ours = memory_growth("ours", workload, "float32")
+        mib_torch = memory_growth("torch", workload, "float32") if torch is not None else None
+        ratio = mib_ours / mib_torch if mib_torch else None
+        report.add(f"- Peak memory growth training {workload} in float32 ({how}, fresh process "
+                   f"each): tinycnn {mib_ours:.0f} MiB, PyTorch {fmt(mib_torch, '.0f')} MiB: "
+                   f"ratio **{fmt(ratio, '.2f')}** (target <= {TARGET_MEMORY_RATIO})")
+        report.target(f"memory {workload}", ratio, TARGET_MEMORY_RATIO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default="S,M,C,L", help="comma-separated, e.g. S,M")
+    parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per comparison")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, of {','.join(SECTIONS)}")  # fmt: skip
+    parser.add_argument(
+        "--epochs-scale", type=float, default=1.0, help="scale the epochs per round (e.g. 0.2)"
+    )
+    parser.add_argument(
+        "--mini-scale", type=float, default=1.0,
+        help="scale the mini-batch stacks' samples and the inference images (e.g. 0.05)",
+    )  # fmt: skip
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"), help="'-' to write nothing")
+    parser.add_argument("--memory-child", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory-workload", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    names = [n.strip().upper() for n in args.workloads.split(",") if n.strip()]
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    for n in names:
+        if n not in WORKLOADS:
+            parser.error(f"unknown workload {n!r}; choose from {', '.join(WORKLOADS)}")
+    for d in dtypes:
+        if d not in DTYPES:
+            parser.error(f"unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
+    for x in sections:
+        if x not in SECTIONS:
+            parser.error(f"unknown section {x!r}; choose from {', '.join(SECTIONS)}")
+    if args.memory_child:
+        memory_child(args.memory_child, args.memory_workload, dtypes[0])
+        return 0
+
+    torch = import_torch()
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    peaks = {d: paths.measure_peak_gflops(d) for d in DTYPES}
+    report = Report()
+    report.add(f"- measured matrix-product peak (square products of 1024, 2 threads): "
+               f"{peaks['float32']:.0f} GFLOP/s float32, {peaks['float64']:.0f} float64 "
+               "(the floors below use these)")  # fmt: skip
+    if "epoch" in sections:
+        section_epoch(report, args, torch, names, dtypes, peaks)
+    if torch is not None:
+        if "calls" in sections:
+            section_calls(report, args, torch, names, dtypes)
+        fitted = {}
+        if {"fit", "predict"} & set(sections):
+            fitted = section_fit(report, args, torch, dtypes)
+        if "predict" in sections:
+            section_predict(report, args, torch, dtypes, fitted)
+    if "layers" in sections:
+        section_layers(report, args, names, peaks)
+    if "loops" in sections:
+        section_loops(report, args)
+    if "memory" in sections:
+        section_memory(report, torch)
     elapsed = time.perf_counter() - started
     load_after = os.getloadavg()
-    print(f"targets missed: {'; '.join(misses) if misses else 'none'}")
+    print(f"targets missed: {'; '.join(report.misses) if report.misses else 'none'}")
     print(f"{elapsed:.0f} s; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     if args.out != "-":
-        write_results(
-            Path(args.out),
-            rows,
-            extra,
-            misses,
-            torch,
-            args,
-            elapsed,
-            (load_before[0], load_after[0]),
-        )
+        write_results(Path(args.out), report, torch, args, elapsed,
+                      (load_before[0], load_after[0]))  # fmt: skip
     return 0
 
 
 BEGIN, END = "<!-- bench.py: generated below -->", "<!-- bench.py: generated above -->"
 
 
-def write_results(path, rows, extra, misses, torch, args, elapsed, loads) -> None:
+def write_results(path, report: Report, torch, args, elapsed, loads) -> None:
     """Write the generated section of ``path``, keeping any hand-written text around it."""
+    misses = report.misses
     generated = [
         BEGIN,
         "## Latest run",
         "",
         *machine_description(torch),
         f"- command: `{' '.join(['python bench/bench.py', *sys.argv[1:]])}`",
-        f"- {args.rounds} timed rounds per comparison after a warm-up round; took {elapsed:.0f} s;"
-        f" load average {loads[0]:.2f} before, {loads[1]:.2f} after",
+        f"- {args.rounds} timed rounds per per-epoch comparison, {call_rounds(args)} per "
+        f"whole-call comparison, each after a warm-up round; took {elapsed:.0f} s; load average "
+        f"{loads[0]:.2f} before, {loads[1]:.2f} after",
+        *report.lines,
         "",
-        *rows,
-        "",
-        *(f"- {line}" for line in extra),
         f"- targets missed: {'; '.join(misses) if misses else 'none'}",
         "",
         END,
