@@ -106,13 +106,31 @@ class Adam(Optimizer):
         b1, b2 = self.beta1, self.beta2
         bias1 = 1.0 - b1**self.t
         bias2_sqrt = np.sqrt(1.0 - b2**self.t)
+        # Every pass writes into an existing array (the gradients are ours to overwrite, plus
+        # one scratch buffer), in the parameters' dtype: no temporaries to allocate per step.
         for p, g, m, v in zip(params, grads, self.m, self.v):
-            m *= b1
-            m += (1.0 - b1) * g
+            scratch = self._scratch(p)
+            np.multiply(g, g, out=scratch)
+            scratch *= 1.0 - b2
             v *= b2
-            v += (1.0 - b2) * (g * g)
-            denom = np.sqrt(v) / bias2_sqrt + self.eps
-            p -= (self.lr / bias1) * m / denom
+            v += scratch  # v = b2*v + (1-b2)*g**2
+            m *= b1
+            g *= 1.0 - b1
+            m += g  # m = b1*m + (1-b1)*g
+            np.sqrt(v, out=scratch)
+            scratch /= bias2_sqrt
+            scratch += self.eps  # sqrt(v / (1 - b2**t)) + eps
+            np.multiply(m, self.lr / bias1, out=g)
+            g /= scratch
+            p -= g
+
+    def _scratch(self, p: np.ndarray) -> np.ndarray:
+        """A buffer shaped like ``p``, of its dtype, reused across parameters and steps."""
+        buffer = getattr(self, "_buffer", None)
+        if buffer is None or buffer.dtype != p.dtype or buffer.size < p.size:
+            buffer = self._buffer = np.empty(max(p.size, 1 if buffer is None else buffer.size),
+                                             dtype=p.dtype)  # fmt: skip
+        return buffer[: p.size].reshape(p.shape)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
