@@ -2,11 +2,14 @@
 
     python examples/scale_out_ddp.py
 
-1. fit a ``tinycnn.CNNClassifier`` on scikit-learn's digits, deliberately briefly;
-2. export it with ``est.to_torch()`` and continue training it with ``DistributedDataParallel`` in
-   2 processes on this machine (gloo backend, loopback only, a bounded number of epochs, each
-   process training on its own half of every epoch through a ``DistributedSampler``);
-3. bring the weights back with ``tinycnn.from_torch(module, like=est)`` and compare the held-out
+1. fit a ``tinycnn.CNNClassifier`` with a LeNet-like stack (two conv -> ReLU -> max-pool blocks,
+   then a hidden dense layer: LeNet-5's pattern at the scale of 8x8 images) on scikit-learn's
+   digits, deliberately briefly;
+2. export it with ``est.to_torch()`` (the standardisation, then one PyTorch layer per tinycnn
+   layer) and continue training it with ``DistributedDataParallel`` in 2 processes on this
+   machine (gloo backend, loopback only, a bounded number of epochs, each process training on
+   its own half of every epoch through a ``DistributedSampler``);
+3. bring the stack back with ``tinycnn.from_torch(module, like=est)`` and compare the held-out
    accuracy before and after.
 
 Needs ``pip install 'tinycnn[torch,sklearn]'``. Exits non-zero if anything fails, including the
@@ -25,9 +28,17 @@ import warnings
 import numpy as np
 
 import tinycnn
+from tinycnn import Conv2d, Dense, Flatten, MaxPool2d, ReLU
 
+# LeNet-5's pattern for 8x8 digits: (1, 8, 8) -> (6, 4, 4) -> (16, 2, 2) -> 64 -> 64 -> 10 classes
+# (the estimator appends the output Dense).
+LAYERS = (
+    Conv2d(6, 3, pad=1), ReLU(), MaxPool2d(2),
+    Conv2d(16, 3, pad=1), ReLU(), MaxPool2d(2),
+    Flatten(), Dense(64), ReLU(),
+)  # fmt: skip
 WORLD_SIZE = 2
-TINYCNN_EPOCHS = 2  # deliberately short, so there is something left for PyTorch to do
+TINYCNN_EPOCHS = 4  # deliberately short, so there is something left for PyTorch to do
 DDP_EPOCHS = 8
 BATCH_SIZE = 32  # per process: DDP averages the gradients, so one step sees 2 * 32 images
 LEARNING_RATE = 1e-3
@@ -130,7 +141,9 @@ def main() -> int:
     X_train, X_test, y_train, y_test = train_test_split(
         digits.data / 16, digits.target, test_size=0.25, stratify=digits.target, random_state=0
     )
-    est = tinycnn.CNNClassifier(image_shape=(1, 8, 8), max_iter=TINYCNN_EPOCHS, random_state=SEED)
+    est = tinycnn.CNNClassifier(
+        layers=LAYERS, image_shape=(1, 8, 8), max_iter=TINYCNN_EPOCHS, random_state=SEED
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # stopping early is the point here
         est.fit(X_train, y_train)
@@ -139,10 +152,14 @@ def main() -> int:
     # est.to_torch() takes raw (N, 1, 8, 8) float32 images and returns logits over est.classes_.
     images = X_train.reshape(-1, 1, 8, 8).astype(np.float32)
     labels = np.searchsorted(est.classes_, y_train)  # the logits' column of each label
+    print(f"tinycnn stack: {tinycnn.layer_string.layers_to_string(est.network_.layers)}")
     print(f"continuing in PyTorch: {WORLD_SIZE} processes x {DDP_EPOCHS} epochs")
     module = continue_training_ddp(est, images, labels)
     trained = tinycnn.from_torch(module, like=est)
     after = trained.score(X_test, y_test)
+    if trained.network_ != est.network_:
+        print("error: the stack that came back is not the one exported", file=sys.stderr)
+        return 1
 
     # The estimator that came back computes what the trained module computes.
     with torch.no_grad():

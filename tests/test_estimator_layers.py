@@ -172,3 +172,19 @@ def test_layer_outputs_end_in_the_networks_outputs_and_objective_is_the_loss(cls
     assert est.objective(X, target) == pytest.approx(expected, rel=1e-10)
     # the final epoch's training loss is measured before its last update; close, not equal
     assert est.objective(X, target) == pytest.approx(est.loss_curve_[-1], rel=0.2)
+
+
+def test_standardising_block_by_block_gives_the_same_bits(monkeypatch):
+    """Standardisation runs a block of samples at a time (no float64 copy of all the data):
+    blocks of a few samples, including a short last one, change nothing."""
+    import tinycnn.estimators._base as base
+
+    X, y, _ = images(n=41)
+    a = fit(CNNClassifier(layers=STACK, max_iter=2, random_state=0, dtype=np.float32), X, y)
+    monkeypatch.setattr(base, "STANDARDIZE_BLOCK", 3 * 64)  # 3 images of 8x8 per block
+    b = fit(CNNClassifier(layers=STACK, max_iter=2, random_state=0, dtype=np.float32), X, y)
+    for p, q in zip(a.params_, b.params_):
+        np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_array_equal(b._standardize(X, np.float32),
+                                  ((X - b.input_mean_[0]) / b.input_std_[0]).astype(np.float32))

@@ -32,6 +32,8 @@ def test_scale_out_ddp_continues_training_and_brings_the_weights_back():
     result = run_example("scale_out_ddp.py", timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    # a LeNet-like stack: two conv -> ReLU -> max-pool blocks, then dense layers
+    assert re.search(r"tinycnn stack: conv\w+-relu-max2-conv\w+-relu-max2-flatten-dense", out), out
     assert "2 processes" in out
     epochs = re.findall(r"DDP epoch (\d+)/(\d+): loss ([0-9.]+)", out)
     assert len(epochs) >= 2 and epochs[-1][0] == epochs[-1][1]

@@ -1,9 +1,9 @@
 """Export to PyTorch and ONNX and back: the same predictions, in every direction.
 
-Oracle: tinycnn's own forward pass (``tinycnn.network.predict`` on the standardised images) and the
+Oracle: tinycnn's own forward pass (``est.network_.forward`` on the standardised images) and the
 fitted estimator's ``predict``. Float32 exports agree with a float64 estimator to float32 rounding:
 ``rtol=1e-5``, with an absolute floor of ``1e-5 * max|expected|`` so that entries that cancel to
-near zero are judged on the outputs' scale.
+near zero are judged on the outputs' scale. Fine-tuning is checked against ``torch.optim.SGD``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import tinycnn  # noqa: E402
-from tinycnn import export  # noqa: E402
-from tinycnn.network import ConvNetParams, predict  # noqa: E402
+from tinycnn import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, export  # noqa: E402
+from tinycnn.network import ConvNetParams  # noqa: E402
 
 torch.set_num_threads(1)  # the suite runs on 2 cores with -n 2
 
@@ -37,10 +37,10 @@ def reference_outputs(est, X):
     """tinycnn's outputs ``(N, O)`` for raw images ``X`` ``(N, C, H, W)``, from the contract's
     fitted attributes: standardise in float64, then the network's forward in the estimator's
     dtype (logits for a classifier)."""
-    dtype = est.params_.kernel.dtype
+    dtype = est.params_[0].dtype
     mean = est.input_mean_.reshape(1, -1, 1, 1)
     std = est.input_std_.reshape(1, -1, 1, 1)
-    return predict(est.params_, est.spec_, ((X - mean) / std).astype(dtype))
+    return est.network_.forward(list(est.params_), ((X - mean) / std).astype(dtype))
 
 
 def make_fitted(
@@ -83,8 +83,7 @@ def make_fitted(
 def images(est, n, seed=1):
     """Raw float32 images ``(n, C, H, W)`` around the model's input statistics."""
     rng = np.random.default_rng(seed)
-    spec = est.spec_
-    return rng.normal(0.5, 1.0, (n, spec.in_channels, spec.height, spec.width)).astype(np.float32)
+    return rng.normal(0.5, 1.0, (n, *est.network_.input_shape)).astype(np.float32)
 
 
 def assert_close_rel(actual, expected, rtol=1e-5):
@@ -176,7 +175,7 @@ def test_to_torch_in_float64_is_tinycnn_exactly():
         return np.asarray(a).astype(np.float32).astype(np.float64)
 
     same_weights = SimpleNamespace(
-        spec_=est.spec_,
+        network_=est.network_,
         params_=ConvNetParams(*(rounded(p) for p in est.params_)),
         input_mean_=rounded(est.input_mean_),
         input_std_=rounded(est.input_std_),
@@ -391,19 +390,32 @@ def test_from_torch_unwraps_a_module_held_in_dot_module():
 @pytest.mark.parametrize(
     "other, message",
     [
-        (dict(n_filters=5), r"conv\.weight shape is \(5, 1, 3, 3\), expected \(3, 1, 3, 3\)"),
-        (dict(pad=0), r"conv\.padding is \(0, 0\), expected \(1, 1\).*fc\.weight shape"),
-        (dict(stride=2), r"conv\.stride is \(2, 2\), expected \(1, 1\)"),
-        (dict(n_outputs=5), r"fc\.weight shape is \(5, 108\), expected \(4, 108\)"),
-        (dict(image_shape=(2, 6, 6)), r"input_mean shape is \(1, 2, 1, 1\), expected"),
-        (dict(image_shape=(1, 9, 4)), r"image_shape is \(1, 9, 4\), expected \(1, 6, 6\)"),
+        (dict(n_outputs=5), r"its last layer fc \(Linear.*\) gives 5 outputs, like has 4"),
+        (dict(image_shape=(2, 6, 6)), r"its input_mean has shape \(1, 2, 1, 1\), expected"),
+        (dict(image_shape=(1, 9, 4)), r"its image_shape is \(1, 9, 4\), like's images are"),
     ],
 )
-def test_from_torch_refuses_a_module_of_another_shape(other, message):
+def test_from_torch_refuses_a_module_for_other_images_or_outputs(other, message):
     like = make_fitted()
     module = export.to_torch(make_fitted(**other))
-    with pytest.raises(ValueError, match=r"module does not match like's network .*" + message):
+    header = r"module is not a tinycnn stack for like's 1x6x6 images and 4 outputs: "
+    with pytest.raises(ValueError, match=header + ".*" + message):
         export.from_torch(module, like=like)
+
+
+@pytest.mark.parametrize("other", [dict(n_filters=5), dict(pad=0), dict(stride=2)])
+def test_from_torch_takes_another_one_conv_network_on_the_same_images(other):
+    """The network comes from the module: a one-conv module of another geometry gives an
+    estimator of that network (as ``layers``, the shorthand parameters cleared)."""
+    like = make_fitted()
+    donor = make_fitted(**other, seed=3)
+    est = export.from_torch(export.to_torch(donor), like=like)
+    assert est.network_ == donor.network_ and not hasattr(est, "spec_")
+    assert est.layers == donor.network_.layers[:2]  # (Conv2d, ReLU): Flatten and Dense implied
+    assert est.get_params()["n_filters"] is None and est.get_params()["padding"] is None
+    assert isinstance(est.params_, list)
+    X = images(like, 6)
+    assert_close_rel(est.predict_proba(X), donor.predict_proba(X))
 
 
 def test_from_torch_refuses_changed_layers():
@@ -411,7 +423,7 @@ def test_from_torch_refuses_changed_layers():
     module = export.to_torch(like)
     module.relu = torch.nn.Sigmoid()
     module.conv = torch.nn.Conv2d(1, 3, 3, padding=1, bias=False, dilation=1, groups=1)
-    with pytest.raises(ValueError, match=r"conv\.bias shape is None.*relu is a Sigmoid"):
+    with pytest.raises(ValueError, match=r"conv \(Conv2d.*\) needs a bias; relu is a Sigmoid"):
         export.from_torch(module, like=like)
 
 
@@ -428,6 +440,396 @@ def test_from_torch_refuses_other_modules_and_non_finite_weights():
         export.from_torch(module, like=like)
     with pytest.raises(ValueError, match="like must be a fitted tinycnn estimator"):
         export.from_torch(export.to_torch(like), like=SimpleNamespace())
+
+
+# --- any stack --------------------------------------------------------------------------------
+
+# Stacks (hidden, as the estimators take them) on their images. Pooling windows that overlap
+# (stride < size) and that skip pixels (stride > size), with partial windows at the edges
+# (floor mode drops them), a strided conv, a conv after pooling, dense layers after the flatten.
+STACKS = {
+    "lenet-max": ((1, 12, 12), "conv6k3p1-relu-max2-conv8k3-relu-max2-flatten-dense16-relu"),
+    "strided-conv": ((2, 9, 7), "conv4k3s2p1-relu-conv3k2s2-relu"),
+    "avg-stride-not-size": ((3, 13, 10), "conv4k3p1-relu-avg3s2-conv5k2-relu-avg2s3"),
+    "max-stride-not-size": ((1, 14, 11), "conv4k3-relu-max3s2-relu-max2s3"),
+    "flat-only": ((2, 4, 5), "flatten-dense8-relu"),
+}
+
+
+def make_stack(name, *, classifier=True, n_outputs=3, dtype=np.float64, seed=0, **settings):
+    """An estimator of ``STACKS[name]`` fitted briefly (as :func:`make_fitted`)."""
+    image_shape, layers = STACKS[name]
+    rng = np.random.default_rng(seed)
+    C, H, W = image_shape
+    N = 24
+    loc = rng.uniform(-1, 2, (1, C, 1, 1))
+    scale = rng.uniform(0.3, 3, (1, C, 1, 1))
+    X = loc + scale * rng.standard_normal((N, C, H, W))
+    params = dict(
+        layers=layers, max_iter=3, learning_rate_init=0.01, dtype=dtype, random_state=seed
+    )
+    params.update(settings)
+    if classifier:
+        labels = (np.arange(n_outputs) * 3 + 1)[rng.permutation(N) % n_outputs]
+        return tinycnn.CNNClassifier(**params).fit(X, labels)
+    return tinycnn.CNNRegressor(**params).fit(X, rng.standard_normal((N, n_outputs)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("classifier", [True, False])
+@pytest.mark.parametrize("stack", sorted(STACKS))
+def test_a_stack_exported_to_torch_and_onnx_predicts_what_tinycnn_predicts(
+    tmp_path, stack, classifier, dtype
+):
+    est = make_stack(stack, classifier=classifier, dtype=dtype, seed=len(stack))
+    module = export.to_torch(est)
+    est.to_onnx(tmp_path / "m.onnx")
+    session = onnx_session(tmp_path / "m.onnx")
+    for batch in (1, 7):
+        X = images(est, batch, seed=batch)
+        expected = reference_outputs(est, X)
+        torch_out = run_torch(module, X)
+        (onnx_out,) = session.run(None, {"x": X})
+        for out in (torch_out, onnx_out):
+            assert out.shape == (batch, 3) and out.dtype == np.float32
+            assert_close_rel(out, expected)
+            if classifier:
+                np.testing.assert_array_equal(est.classes_[out.argmax(axis=1)], est.predict(X))
+            else:
+                assert_close_rel(out, est.predict(X))
+
+
+def draw_stack(data):
+    """Random images ``(C, H, W)`` and a hidden stack that fits them: conv (any stride and
+    padding), ReLU, max and average pooling (stride below, equal to or above the window), then
+    maybe a Flatten and dense layers."""
+    shape = (
+        data.draw(st.integers(1, 3)),
+        data.draw(st.integers(3, 11)),
+        data.draw(st.integers(3, 11)),
+    )
+    layers, (_, h, w) = [], shape
+    for _ in range(data.draw(st.integers(0, 4))):
+        kind = data.draw(st.sampled_from(["conv", "relu", "max", "avg"]))
+        if kind == "relu":
+            layers.append(ReLU())
+            continue
+        if kind == "conv":
+            pad = data.draw(st.integers(0, 2))
+            layer = Conv2d(
+                data.draw(st.integers(1, 4)),
+                data.draw(st.integers(1, min(h, w) + 2 * pad)),
+                data.draw(st.integers(1, 3)),
+                pad,
+            )
+        else:
+            size = data.draw(st.integers(1, min(h, w, 3)))
+            stride = data.draw(st.sampled_from([None, 1, 2, 3]))
+            layer = (MaxPool2d if kind == "max" else AvgPool2d)(size, stride)
+        _, h, w = layer.output_shape((1, h, w))
+        layers.append(layer)
+    if data.draw(st.booleans()):
+        layers.append(Flatten())
+        for _ in range(data.draw(st.integers(0, 2))):
+            layers += [Dense(data.draw(st.integers(1, 6))), ReLU()]
+    return shape, tuple(layers)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_random_stack_exported_predicts_what_tinycnn_predicts_and_comes_back(data):
+    shape, layers = draw_stack(data)
+    classifier = data.draw(st.booleans())
+    rng = np.random.default_rng(0)
+    X = rng.normal(0.5, 2.0, (12, *shape))
+    Estimator = tinycnn.CNNClassifier if classifier else tinycnn.CNNRegressor
+    y = np.arange(12) % 3 if classifier else rng.standard_normal((12, 2))
+    est = Estimator(layers=layers, max_iter=1, random_state=0).fit(X, y)
+    module = export.to_torch(est)
+    model = export._onnx_model(est, onnx)
+    onnx.checker.check_model(model, full_check=True)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    X32 = X[:5].astype(np.float32)
+    expected = reference_outputs(est, X32)
+    assert_close_rel(run_torch(module, X32), expected)
+    assert_close_rel(session.run(None, {"x": X32})[0], expected)
+    back = export.from_torch(module, like=est)
+    assert back.network_ == est.network_ and back.layers == est.layers
+    for p, q in zip(back.params_, est.params_):
+        np.testing.assert_array_equal(p, q.astype(np.float32))
+
+
+def test_to_torch_of_a_stack_is_its_layers_in_order():
+    est = make_stack("lenet-max")
+    module = export.to_torch(est)
+    nn = torch.nn
+    assert [(name, type(child)) for name, child in module.named_children()] == [
+        ("conv1", nn.Conv2d), ("relu1", nn.ReLU), ("maxpool1", nn.MaxPool2d),
+        ("conv2", nn.Conv2d), ("relu2", nn.ReLU), ("maxpool2", nn.MaxPool2d),
+        ("flatten", nn.Flatten), ("fc1", nn.Linear), ("relu3", nn.ReLU), ("fc2", nn.Linear),
+    ]  # fmt: skip
+    assert (module.conv1.padding, module.conv2.padding) == ((1, 1), (0, 0))
+    assert (module.maxpool1.kernel_size, module.maxpool1.stride) == (2, 2)
+    assert not module.maxpool1.ceil_mode
+    assert {p.dtype for p in module.parameters()} == {torch.float32}
+    _, _, kernel, _, W1, b1, W2, _ = est.params_
+    np.testing.assert_array_equal(module.conv2.weight.detach().numpy(), kernel.astype(np.float32))
+    np.testing.assert_array_equal(module.fc1.weight.detach().numpy(), W1.T.astype(np.float32))
+    np.testing.assert_array_equal(module.fc1.bias.detach().numpy(), b1.astype(np.float32))
+    np.testing.assert_array_equal(module.fc2.weight.detach().numpy(), W2.T.astype(np.float32))
+    assert module.input_mean.shape == (1, 1, 1, 1)
+    with pytest.raises(ValueError, match=r"images as a torch.float32 tensor \(N, 1, 12, 12\)"):
+        module(torch.zeros(2, 144))
+
+
+def test_to_onnx_of_a_stack_writes_one_node_per_layer_with_its_pooling(tmp_path):
+    est = make_stack("avg-stride-not-size", classifier=False)
+    export.to_onnx(est, tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 17
+    ops = [node.op_type for node in model.graph.node]
+    assert ops == ["Sub", "Div", "Conv", "Relu", "AveragePool", "Conv", "Relu", "AveragePool",
+                   "Flatten", "Gemm"]  # fmt: skip
+    pools = [node for node in model.graph.node if node.op_type == "AveragePool"]
+    attributes = [{a.name: onnx.helper.get_attribute_value(a) for a in p.attribute} for p in pools]
+    assert [(a["kernel_shape"], a["strides"]) for a in attributes] == [([3, 3], [2, 2]),
+                                                                      ([2, 2], [3, 3])]  # fmt: skip
+    assert all(a["ceil_mode"] == 0 and a["pads"] == [0, 0, 0, 0] for a in attributes)
+    (graph_input,) = model.graph.input
+    assert graph_input.type.tensor_type.shape.dim[0].dim_param == "batch"
+    names = {init.name for init in model.graph.initializer}
+    assert names == {"input_mean", "input_std", "conv1.weight", "conv1.bias", "conv2.weight",
+                     "conv2.bias", "fc.weight", "fc.bias"}  # fmt: skip
+    assert set(export.to_torch(est).state_dict()) == names  # the same arrays by the same names
+
+
+def test_to_onnx_pooling_is_floor_mode_where_ceil_mode_would_differ(tmp_path):
+    """max3s2 on 12 rows leaves a partial window (ceil mode would keep it): the ONNX model's
+    outputs still have tinycnn's shapes and values, at every pooling layer."""
+    est = make_stack("max-stride-not-size")
+    export.to_onnx(est, tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim[1:]]
+        for v in inferred.graph.value_info
+    }
+    assert est.network_.shapes[3] == (4, 5, 4) and est.network_.shapes[5] == (4, 2, 1)
+    assert shapes["maxpool1"] == [4, 5, 4] and shapes["maxpool2"] == [4, 2, 1]
+
+
+def test_from_torch_of_an_exported_stack_round_trips_it_exactly():
+    like = make_stack("lenet-max", dtype=np.float32)
+    est = export.from_torch(export.to_torch(like), like=like)
+    assert est is not like and est.layers == like.layers and est.network_ == like.network_
+    assert isinstance(est.params_, list) and not hasattr(est, "spec_")
+    assert len(est.params_) == len(like.params_)
+    for p, q in zip(est.params_, like.params_):
+        assert p.dtype == np.float32 and p.flags.c_contiguous
+        np.testing.assert_array_equal(p, q)
+    # the standardisation is float64 in tinycnn, float32 in the module
+    np.testing.assert_allclose(est.input_std_, like.input_std_, rtol=1e-7)
+    X = images(like, 5)
+    assert_close_rel(est.predict_proba(X), like.predict_proba(X), rtol=1e-6)
+
+
+def test_from_torch_keeps_likes_spelling_of_the_same_layers():
+    """PyTorch cannot tell MaxPool2d(2, stride=2) from MaxPool2d(2): like's own form is kept."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((10, 1, 6, 6)), np.arange(10) % 2
+    layers = (Conv2d(2, 3, pad=1), ReLU(), MaxPool2d(2, 2), AvgPool2d(1, 1))
+    like = tinycnn.CNNClassifier(layers=layers, max_iter=1, random_state=0).fit(X, y)
+    est = export.from_torch(export.to_torch(like), like=like)
+    assert est.layers == layers and est.network_ == like.network_
+    shorthand = tinycnn.CNNClassifier(n_filters=1, max_iter=1, random_state=0).fit(X, y)
+    other = export.from_torch(export.to_torch(like), like=shorthand)
+    assert other.layers == (Conv2d(2, 3, pad=1), ReLU(), MaxPool2d(2), AvgPool2d(1))
+
+
+def test_from_torch_of_a_float64_module_keeps_its_float64_weights_exactly():
+    like = make_stack("avg-stride-not-size", classifier=False, n_outputs=2)
+    module = export.to_torch(like).double()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # float64 values that float32 cannot hold: PyTorch training in float64
+        for tensor in module.parameters():
+            tensor.add_(1e-3 * torch.randn(tensor.shape, generator=generator, dtype=torch.float64))
+    est = export.from_torch(module, like=like)
+    assert est.network_ == like.network_
+    wanted = [t.detach().numpy() for t in module.parameters()]
+    wanted = [w.T if w.ndim == 2 else w for w in wanted]  # Linear.weight is W.T
+    assert [p.dtype for p in est.params_] == [np.dtype(np.float64)] * len(wanted)
+    for p, w in zip(est.params_, wanted):
+        np.testing.assert_array_equal(p, w)
+    X = images(like, 6).astype(np.float64)
+    with torch.no_grad():
+        out = module(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(est.predict(X), out, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "donor, layers",
+    [
+        ("lenet-max", (Conv2d(6, 3, pad=1), ReLU(), MaxPool2d(2), Conv2d(8, 3), ReLU(),
+                       MaxPool2d(2), Flatten(), Dense(16), ReLU())),
+        ("max-stride-not-size", (Conv2d(4, 3), ReLU(), MaxPool2d(3, 2), ReLU(), MaxPool2d(2, 3))),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("like_kind", ["shorthand", "string", "tuple"])
+def test_from_torch_gives_the_modules_stack_as_layers(donor, layers, like_kind):
+    """``layers`` is the hidden stack: no output Dense, and no last Flatten (the estimator puts
+    one before its output Dense itself); a string when like's was one."""
+    image_shape, _ = STACKS[donor]
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((12, *image_shape))
+    y = np.arange(12) % 3
+    settings = {"shorthand": dict(n_filters=2), "string": dict(layers="flatten-dense4-relu"),
+                "tuple": dict(layers=(Flatten(), Dense(4), ReLU()))}[like_kind]  # fmt: skip
+    like = tinycnn.CNNClassifier(**settings, max_iter=1, random_state=0).fit(X, y)
+    donor_est = make_stack(donor)  # another stack on the same images, 3 classes
+    est = export.from_torch(export.to_torch(donor_est), like=like)
+    assert est.network_ == donor_est.network_
+    if like_kind == "string":
+        assert est.layers == tinycnn.layer_string.layers_to_string(layers)
+    else:
+        assert est.layers == layers
+    shorthand = ("n_filters", "kernel_size", "stride", "padding")
+    assert all(est.get_params()[name] is None for name in shorthand)
+    assert not hasattr(est, "spec_") and est.max_iter == 1
+    np.testing.assert_array_equal(est.classes_, like.classes_)  # y's labels stay like's
+    assert_close_rel(est.predict_proba(X), donor_est.predict_proba(X))
+
+
+def test_from_torch_takes_layers_replaced_in_pytorch():
+    """A module whose head was replaced and trained in PyTorch comes back as that network."""
+    like = make_stack("lenet-max")
+    module = export.to_torch(like)
+    module.fc1 = torch.nn.Linear(32, 24)
+    module.fc2 = torch.nn.Linear(24, 3)
+    est = export.from_torch(module, like=like)
+    assert est.layers == like.layers.replace("dense16", "dense24")  # like's layers: a string
+    X = images(like, 5)
+    assert_close_rel(reference_outputs(est, X), run_torch(module, X))
+
+
+def _bad(module):
+    """Ways of breaking a module exported from ``make_stack("lenet-max")``, by name."""
+    nn = torch.nn
+    return {
+        "sigmoid": ("relu1", nn.Sigmoid(), r"relu1 is a Sigmoid, not one of the layers tinycnn"),
+        "dropout": ("drop", nn.Dropout(), r"drop is a Dropout, not one of the layers tinycnn"),
+        "subclass": ("relu2", type("MyReLU", (nn.ReLU,), {})(), r"relu2 is a MyReLU, not one"),
+        "dilation": ("conv1", nn.Conv2d(1, 6, 3, padding=2, dilation=2), r"conv1 .* dilation 1"),
+        "groups": ("conv2", nn.Conv2d(6, 8, 3, groups=2), r"conv2 .* needs groups=1"),
+        "rectangle": ("conv1", nn.Conv2d(1, 6, (3, 1), padding=1), r"conv1 .* a square kernel"),
+        "reflect": ("conv1", nn.Conv2d(1, 6, 3, padding=1, padding_mode="reflect"),
+                    r"conv1 .* needs padding_mode='zeros'"),
+        "even-same": ("conv1", nn.Conv2d(1, 6, 2, padding="same"),
+                      r"conv1 .* needs equal padding on every side"),
+        "ceil": ("maxpool1", nn.MaxPool2d(2, ceil_mode=True), r"maxpool1 .* ceil_mode=False"),
+        "pool-pad": ("maxpool2", nn.MaxPool2d(2, padding=1), r"maxpool2 .* needs padding 0"),
+        "avg-divisor": ("maxpool2", nn.AvgPool2d(2, divisor_override=3),
+                        r"maxpool2 .* divisor_override=None"),
+        "flatten-dim": ("flatten", nn.Flatten(2), r"flatten .* start_dim=1 and end_dim=-1"),
+        "no-bias": ("fc1", nn.Linear(32, 16, bias=False), r"fc1 .* needs a bias"),
+        "too-large": ("conv2", nn.Conv2d(6, 8, 7),
+                      r"conv2 \(Conv2d.*\) does not fit: .*kernel_size 7 is larger"),
+        "channels": ("conv2", nn.Conv2d(5, 8, 3),
+                     r"conv2 .* wrong number of input channels: it gets images 6x6x6"),
+        "features": ("fc1", nn.Linear(30, 16),
+                     r"fc1 .* wrong number of input features: it gets 32 features"),
+        "last-relu": ("out", nn.ReLU(), r"its last layer out is ReLU\(\), not the output"),
+        "outputs": ("fc2", nn.Linear(16, 5), r"its last layer fc2 .* gives 5 outputs, like has 3"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(_bad(None)))
+def test_from_torch_refuses_a_module_tinycnn_cannot_run_naming_the_layer(case):
+    like = make_stack("lenet-max")
+    module = export.to_torch(like)
+    name, layer, message = _bad(module)[case]
+    setattr(module, name, layer)
+    header = r"module is not a tinycnn stack for like's 1x12x12 images and 3 outputs: .*"
+    with pytest.raises(ValueError, match=header + message):
+        export.from_torch(module, like=like)
+
+
+def test_from_torch_refuses_a_bias_of_the_wrong_shape():
+    like = make_stack("lenet-max")
+    module = export.to_torch(like)
+    module.fc1.bias = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match=r"fc1\.bias has shape \(3,\), expected \(16,\)"):
+        export.from_torch(module, like=like)
+
+
+def test_from_torch_refuses_a_module_without_layers():
+    like = make_stack("lenet-max")
+    module = export.to_torch(like)
+    for name, _ in list(module.named_children()):
+        delattr(module, name)
+    with pytest.raises(ValueError, match="it has no layers"):
+        export.from_torch(module, like=like)
+
+
+# --- fine-tuning after from_torch: one tinycnn step is one torch.optim.SGD step -------------
+
+FINE_TUNE = dict(
+    solver="sgd",
+    momentum=0.0,
+    alpha=0.0,
+    standardize=False,
+    shuffle=False,
+    early_stopping=False,
+    max_iter=1,
+    learning_rate_init=0.05,
+)
+
+
+def _fine_tune_case():
+    """A float64 regressor stack, its module moved away from it (as PyTorch training would),
+    the estimator from_torch gives, data ``X`` ``(N, 1, 12, 12)``, ``Y`` ``(N, 2)``."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((20, 1, 12, 12))
+    Y = rng.standard_normal((20, 2))
+    layers = "conv4k3p1-relu-max2-conv6k3-relu-avg2s1-flatten-dense8-relu"
+    like = tinycnn.CNNRegressor(layers=layers, batch_size=20, random_state=0, **FINE_TUNE)
+    like.fit(X, Y)
+    module = export.to_torch(like).double()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for tensor in module.parameters():
+            tensor.add_(0.05 * torch.randn(tensor.shape, generator=generator, dtype=torch.float64))
+    return export.from_torch(module, like=like), module, X, Y
+
+
+def _one_torch_sgd_step(module, X, Y):
+    optimizer = torch.optim.SGD(module.parameters(), lr=FINE_TUNE["learning_rate_init"])
+    optimizer.zero_grad()
+    loss = torch.nn.functional.mse_loss(module(torch.from_numpy(X)), torch.from_numpy(Y))
+    loss.backward()  # the mean over all N * 2 entries, as the regressor's loss
+    optimizer.step()
+    arrays = [t.detach().numpy() for t in module.parameters()]
+    return [a.T if a.ndim == 2 else a for a in arrays]  # Linear.weight is W.T
+
+
+@pytest.mark.parametrize("how", ["warm_start", "partial_fit"])
+def test_fine_tuning_after_from_torch_is_one_torch_sgd_step(how):
+    est, module, X, Y = _fine_tune_case()
+    before = [p.copy() for p in est.params_]
+    if how == "warm_start":
+        est.set_params(warm_start=True).fit(X, Y)
+        assert est.n_iter_ == 1
+    else:
+        est.partial_fit(X, Y)
+    wanted = _one_torch_sgd_step(module, X, Y)
+    assert len(est.params_) == len(wanted) == 8
+    for p, w, b in zip(est.params_, wanted, before):
+        assert not np.array_equal(w, b)  # every parameter moved
+        np.testing.assert_allclose(p, w, rtol=1e-12, atol=1e-14)
 
 
 # --- optional extras --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The PyTorch twin of tinycnn's network, for export (imports torch: load it only through export).
+"""The PyTorch twin of a tinycnn stack, for export (imports torch: load it only through export).
 
 A module-level class, not one built inside a function, so that the exported module pickles (for
 ``torch.save(module)`` and for ``torch.multiprocessing`` spawn, which pickles its arguments).
@@ -6,44 +6,43 @@ A module-level class, not one built inside a function, so that the exported modu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
 
 class TinyCNNModule(nn.Module):
-    """standardise -> conv -> ReLU -> flatten -> dense, on RAW images.
+    """Standardise, then the stack's layers in order, on RAW images.
 
     Input ``x`` ``(N, C, H, W)`` float32; output ``(N, O)`` (a classifier's logits, a regressor's
     predictions). The per-channel standardisation ``(x - input_mean) / input_std`` is done here, by
     buffers of shape ``(1, C, 1, 1)``, so the module is a drop-in for the estimator; it is not
-    folded into the conv because the conv zero-pads the *standardised* image, and padding is not
-    affine-invariant. ``nn.Flatten`` of ``(N, F, H', W')`` is C order of ``(F, H', W')``, tinycnn's
-    flatten order, so ``fc.weight`` is exactly ``W_fc.T``, with no permutation.
+    folded into the first conv because the conv zero-pads the *standardised* image, and padding
+    is not affine-invariant.
+
+    The layers are the module's children (``nn.Conv2d``, ``nn.ReLU``, ``nn.MaxPool2d``,
+    ``nn.AvgPool2d``, ``nn.Flatten``, ``nn.Linear``), run in the order they were registered;
+    replacing one (``module.fc = nn.Linear(...)``) keeps its place. ``nn.Flatten`` of ``(N, C, H,
+    W)`` is C order of ``(C, H, W)``, tinycnn's flatten order, so a ``Linear.weight`` is exactly
+    the dense ``W.T``, with no permutation.
     """
 
     def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        n_filters: int,
-        kernel_size: int,
-        stride: int,
-        pad: int,
-        n_hidden: int,
-        n_outputs: int,
+        self, image_shape: tuple[int, int, int], layers: Iterable[tuple[str, nn.Module]]
     ) -> None:
         super().__init__()
-        channels = image_shape[0]
-        # The image shape the dense layer was sized for; from_torch checks it.
+        # The image shape the stack was built for: forward checks it, and so does from_torch.
         self.image_shape = tuple(int(d) for d in image_shape)
+        channels = self.image_shape[0]
         self.register_buffer("input_mean", torch.zeros(1, channels, 1, 1))
         self.register_buffer("input_std", torch.ones(1, channels, 1, 1))
-        self.conv = nn.Conv2d(channels, n_filters, kernel_size, stride=stride, padding=pad)
-        self.relu = nn.ReLU()
-        self.flatten = nn.Flatten(start_dim=1)
-        self.fc = nn.Linear(n_hidden, n_outputs)
+        for name, layer in layers:
+            assert not hasattr(self, name), name  # a layer name must not shadow an attribute
+            self.add_module(name, layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = self.conv.weight.dtype
+        dtype = self.input_mean.dtype
         images = isinstance(x, torch.Tensor) and x.dim() == 4
         if not images or tuple(x.shape[1:]) != self.image_shape:
             got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -58,8 +57,9 @@ class TinyCNNModule(nn.Module):
                 f"with x.to({dtype}) or the module with module.to({x.dtype})"
             )
         x = (x - self.input_mean) / self.input_std  # (N, C, H, W)
-        hidden = self.relu(self.conv(x))  # (N, F, H', W')
-        return self.fc(self.flatten(hidden))  # (N, F*H'*W') -> (N, O)
+        for layer in self.children():  # (N, C', H', W') between image layers, (N, D) once flat
+            x = layer(x)
+        return x  # (N, O)
 
     def extra_repr(self) -> str:
         return f"image_shape={self.image_shape}"

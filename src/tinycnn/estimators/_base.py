@@ -28,6 +28,8 @@ from ._network import Network, Params, copy_params, network_of
 
 # batch_size="auto" takes min(AUTO_BATCH_SIZE, n_samples).
 AUTO_BATCH_SIZE = 64
+# Numbers standardised at a time (float64 scratch of 8 MiB).
+STANDARDIZE_BLOCK = 1 << 20
 
 
 # Marks "no y given" (None is a y, refused by scikit-learn's check with a clear message).
@@ -328,11 +330,20 @@ class _BaseCNN(BaseEstimator):
         return shape
 
     def _standardize(self, images: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """``(images - mean[c]) / std[c]`` as a new ``(N, C, H, W)`` array of ``dtype``."""
-        out = images.astype(np.float64, copy=True)
-        out -= self.input_mean_[None, :, None, None]
-        out /= self.input_std_[None, :, None, None]
-        return out.astype(dtype, copy=False)
+        """``(images - mean[c]) / std[c]`` as a new ``(N, C, H, W)`` array of ``dtype``,
+        computed in float64 a block of samples at a time: a float32 result never needs a
+        float64 copy of the whole data beside it."""
+        out = np.empty(images.shape, dtype=dtype)
+        mean = self.input_mean_[None, :, None, None]
+        std = self.input_std_[None, :, None, None]
+        per_sample = max(1, int(np.prod(images.shape[1:])))
+        step = max(1, STANDARDIZE_BLOCK // per_sample)
+        for start in range(0, images.shape[0], step):
+            block = images[start : start + step].astype(np.float64, copy=True)
+            block -= mean
+            block /= std
+            out[start : start + step] = block
+        return out
 
     @staticmethod
     def _channel_stats(images: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
