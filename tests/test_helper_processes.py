@@ -21,7 +21,7 @@ import tinycnn
 from tinycnn import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, Sequential
 from tinycnn import engine as engine_module
 from tinycnn._helper_process import HelperProcess, can_fork_helpers
-from tinycnn.engine import Engine, _process_count
+from tinycnn.engine import Engine
 
 pytestmark = pytest.mark.skipif(not can_fork_helpers(), reason="helpers are forked on Linux only")
 
@@ -327,11 +327,104 @@ def test_short_runs_fork_no_helper(monkeypatch):
     monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
     chunk = Engine(NET, np.float64, 10_000, processes=1).chunk
     X, T, params = problem(n=9 * chunk)  # 9 chunks: two processes
-    short = training.make_engine(NET, X.dtype, X, epochs=training.MIN_EPOCHS_FOR_HELPERS - 1)
-    long = training.make_engine(NET, X.dtype, X, epochs=training.MIN_EPOCHS_FOR_HELPERS)
+    short = training.make_engine(NET, X.dtype, X, epochs=training.MIN_CALLS_FOR_HELPERS - 1)
+    long = training.make_engine(NET, X.dtype, X, epochs=training.MIN_CALLS_FOR_HELPERS)
     assert short.processes == long.processes == 2
     assert short._helpers == [None] and long._helpers[0] is not None
     long.close()
+
+
+def test_short_runs_count_calls_not_epochs(monkeypatch):
+    """With mini-batches an epoch is many calls: one epoch of 8 batches is run long enough."""
+    from tinycnn import training
+
+    monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
+    monkeypatch.setattr(engine_module, "can_limit_blas_threads", lambda: True)
+    monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
+    X = np.zeros((8 * 64, *LARGE.input_shape))
+    one_epoch = training.make_engine(LARGE, X.dtype, X, batch_size=64, epochs=1)
+    short = training.make_engine(LARGE, X.dtype, X[:7 * 64], batch_size=64, epochs=1)
+    assert one_epoch.processes == short.processes == 2
+    assert one_epoch._helpers[0] is not None and short._helpers == [None]
+    one_epoch.close()
+
+
+NET_CHUNK = Engine(NET, np.float64, 10_000, processes=1).chunk  # cache-sized
+# Chunks past the cache size: a sample of this stack takes ~42000 numbers of buffers.
+LARGE = Sequential([Conv2d(16, 5, pad=2), ReLU(), Flatten(), Dense(10)], (1, 28, 28))
+
+
+@pytest.mark.parametrize(
+    "net, max_samples, processes, blas, env, expected",
+    [
+        # as digits: 9 cache-sized chunks, 2 CPUs
+        (NET, 9 * NET_CHUNK, None, True, None, (NET_CHUNK, 2)),
+        (NET, 7 * NET_CHUNK, None, True, None, (NET_CHUNK, 1)),  # < 4 chunks per process
+        (NET, 9 * NET_CHUNK, None, True, "1", (NET_CHUNK, 1)),  # TINYCNN_PROCESSES=1
+        # a mini-batch of 64 of large chunks: one chunk per process, if BLAS can be one thread
+        (LARGE, 64, None, True, None, (32, 2)),
+        (LARGE, 64, None, False, None, (64, 1)),
+        (LARGE, 63, None, True, None, (32, 2)),  # a shorter last chunk
+        (LARGE, 2000, None, True, None, (64, 2)),  # full batch: chunks at the 64-sample floor
+        (LARGE, 2000, None, False, None, (64, 1)),
+        (NET, 9 * NET_CHUNK, 3, False, None, (NET_CHUNK, 3)),  # asked for (tests)
+        (LARGE, 64, 5, False, None, (64, 1)),  # never more processes than chunks
+    ],
+)
+def test_the_plan_of_chunks_and_processes(monkeypatch, net, max_samples, processes, blas, env,
+                                          expected):  # fmt: skip
+    monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
+    monkeypatch.setattr(engine_module, "can_limit_blas_threads", lambda: blas)
+    if env is None:
+        monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
+    else:
+        monkeypatch.setenv("TINYCNN_PROCESSES", env)
+    engine = Engine(net, np.float64, max_samples, processes=processes, fork_helpers=False)
+    assert (engine.chunk, engine.processes) == expected
+
+
+def test_a_shared_call_of_large_chunks_runs_blas_on_one_thread_in_every_process(monkeypatch):
+    """Two processes each threading their products over both cores would wait on each other:
+    while a call is shared, this process's BLAS runs on one thread, and the helper's always."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
+    monkeypatch.setattr(engine_module, "HELPER_MIN_GAIN", 1e9)  # kept, however slow here
+    monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
+
+    def blas_threads() -> int:
+        return max(i["num_threads"] for i in threadpoolctl.threadpool_info()
+                   if i["user_api"] == "blas")  # fmt: skip
+
+    seen = []
+    original = Engine._run_share
+    parent = os.getpid()
+
+    def run_share(self, X, T, N, loss, slot, share):
+        threads = blas_threads()
+        if os.getpid() == parent:
+            seen.append(threads)
+        elif threads != 1:  # in the helper: fail its job (the parent then redoes the share)
+            raise RuntimeError(f"helper BLAS on {threads} threads")
+        return original(self, X, T, N, loss, slot, share)
+
+    monkeypatch.setattr(Engine, "_run_share", run_share)
+    rng = np.random.default_rng(0)
+    X = rng.random((64, *LARGE.input_shape))
+    T = rng.dirichlet(np.ones(10), size=64)
+    params = LARGE.init_params(0)
+    before = blas_threads()
+    engine = Engine(LARGE, X.dtype, 64)
+    assert engine.processes == 2 and engine._helpers[0] is not None
+    failed = []
+    monkeypatch.setattr(engine._helpers[0], "wait",
+                        lambda timeout, w=engine._helpers[0].wait: failed.append(not w(timeout))
+                        or not failed[-1])  # fmt: skip
+    for _ in range(3):  # the probe's calls: warm-up and with helpers, then alone
+        engine.loss_and_grads(params, X, T, "softmax_cross_entropy")
+    engine.close()
+    assert failed[:2] == [False, False], failed  # the helper's jobs ran on one thread
+    assert seen == [1, 1, before, before], seen  # ours too, but not when not shared
+    assert blas_threads() == before  # restored after each call
 
 
 def test_train_cnn_with_helpers_equals_train_cnn_without(monkeypatch):
@@ -347,30 +440,10 @@ def test_train_cnn_with_helpers_equals_train_cnn_without(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "requested, n_chunks, cache_sized, env, expected",
-    [
-        (None, 9, True, None, 2),  # digits: 9 cache-sized chunks, 2 CPUs
-        (None, 7, True, None, 1),  # fewer than 4 chunks per process
-        (None, 157, False, None, 1),  # chunks past the cache size: OpenBLAS threads them
-        (None, 9, True, "1", 1),  # TINYCNN_PROCESSES=1: never fork
-        (3, 9, True, None, 3),  # asked for (tests)
-        (5, 2, False, None, 2),  # never more processes than chunks
-    ],
-)
-def test_process_count_policy(monkeypatch, requested, n_chunks, cache_sized, env, expected):
-    monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
-    if env is None:
-        monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
-    else:
-        monkeypatch.setenv("TINYCNN_PROCESSES", env)
-    assert _process_count(requested, n_chunks, cache_sized) == expected
-
-
 def test_a_bad_process_count_in_the_environment_is_refused_by_name(monkeypatch):
     monkeypatch.setenv("TINYCNN_PROCESSES", "two")
     with pytest.raises(ValueError, match="TINYCNN_PROCESSES.*'two'"):
-        _process_count(None, 9, True)
+        Engine(NET, np.float64, 9 * NET_CHUNK, fork_helpers=False)
 
 
 @pytest.mark.parametrize("loss", ["mse", "softmax_cross_entropy"])

@@ -16,12 +16,14 @@ engine adds is what makes every stack fast, the same way for all of them:
   unfolded windows of as many chunks as fit :data:`CACHE_BYTES`, made during the first call;
 * parameters are rearranged once per call into the layouts their products want (bias folded
   into a conv's kernel matrix, dense rows in the order of the incoming features);
-* on cache-sized chunks, whose matrix products OpenBLAS runs on one core, the chunks of a call
-  are shared out to helper processes forked from this one (``_helper_process.py``), one per
-  further CPU, for full batches and mini-batches alike: the prepared parameters, the inputs
-  and targets of a mini-batch, and each share's gradients and loss live in memory both
-  processes see. Python threads cannot do this: the GIL changes hands at each of the many
-  short NumPy calls of a step.
+* the chunks of a call are shared out to helper processes forked from this one
+  (``_helper_process.py``), one per further CPU, for full batches and mini-batches alike: the
+  prepared parameters, the inputs and targets of a mini-batch, and each share's gradients and
+  loss live in memory both processes see. Python threads cannot do this: the GIL changes hands
+  at each of the many short NumPy calls of a step. Cache-sized chunks have products OpenBLAS
+  runs on one core; larger ones (the 64-sample floor) it would thread, so a call of those is
+  shared only where every process can run its BLAS on one thread (``_blas.py``), and then a
+  mini-batch is cut into one chunk per process.
 
 Results equal the plain ops' up to the order of floating-point sums; with the same shapes and
 process count, the same inputs give bit-identical results, whether or not a helper answered.
@@ -29,6 +31,7 @@ process count, the same inputs give bit-identical results, whether or not a help
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -38,6 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from ._blas import can_limit_blas_threads, one_blas_thread, set_one_blas_thread
 from ._helper_process import HelperProcess, SharedArena, available_cpus, can_fork_helpers
 from .layers import Flatten, ReLU, _Runner, hwc_order
 from .ops.losses import mse_loss, softmax_cross_entropy
@@ -58,9 +62,9 @@ MAX_CHUNK_ELEMENTS = 1 << 23
 # first ones); the other chunks are unfolded again at every call.
 CACHE_BYTES = 400 << 20
 
-# A call is shared out only if each process gets at least this many chunks (fewer are not worth
-# the two pipe messages), and only for cache-sized chunks: chunks grown to the 64-sample floor
-# have products OpenBLAS already runs on every core; helpers there would double the threads.
+# A call of cache-sized chunks is shared out only if each process gets at least this many
+# chunks (fewer are not worth the two pipe messages); a chunk grown to the 64-sample floor is
+# milliseconds of work, and one per process is enough.
 MIN_CHUNKS_PER_PROCESS = 4
 # The most processes an engine uses; TINYCNN_PROCESSES lowers it (1: never fork a helper).
 MAX_PROCESSES = 8
@@ -137,17 +141,29 @@ class Engine:
         self.runners = build_runners(net, dt)
         per_sample = sum(r.per_sample() for r in self.runners) + 2 * math.prod(net.output_shape)
         n = chunk_size_for(per_sample) if chunk_size is None else int(chunk_size)
-        self.chunk = n = max(1, min(n, self.max_samples))
+        n = max(1, min(n, self.max_samples))
+        cache_sized = per_sample * n <= CHUNK_ELEMENTS
+        # Products of larger chunks are threaded by BLAS: while a call of them is shared, every
+        # process runs its BLAS on one thread.
+        self._one_blas_thread = not cache_sized
+        limit = _process_limit(processes)
+        # Each process that takes part gets at least this many chunks of a call.
+        self._min_chunks = 1
+        if processes is None:
+            if cache_sized:
+                self._min_chunks = MIN_CHUNKS_PER_PROCESS
+            elif not can_limit_blas_threads():
+                limit = 1
+            elif chunk_size is None:  # a mini-batch of large chunks: one chunk per process
+                n = min(n, -(-self.max_samples // limit))
+        self.chunk = n
         self.fixed_inputs = fixed_inputs
         first = self.runners[0]
         if fixed_inputs is not None and hasattr(first, "keep_windows"):
             first.keep_windows(fixed_inputs.shape[0], n, cache_bytes)
 
-        cache_sized = per_sample * n <= CHUNK_ELEMENTS
-        n_procs = _process_count(processes, -(-self.max_samples // n), cache_sized)
+        n_procs = max(1, min(limit, -(-self.max_samples // n) // self._min_chunks))
         self.processes = n_procs
-        # Each process that takes part gets at least this many chunks of a call.
-        self._min_chunks = 1 if processes is not None else MIN_CHUNKS_PER_PROCESS
         O = math.prod(net.output_shape)
         layout: dict = {
             "call": ((2,), np.int64),  # the call's number of samples, and its loss code
@@ -282,17 +298,19 @@ class Engine:
                 if X is not self.fixed_inputs:
                     np.copyto(self.shared["inputs"][:N], X)
         started = time.perf_counter()
-        for j in range(1, len(shares)):
-            if helpers and helpers[j - 1] is not None:
-                helpers[j - 1].start(2 * j + int(X is not self.fixed_inputs))
-        self._run_share(X, T, N, loss, 0, shares[0])
-        # A helper that failed, died or hangs (60 s plus 50 times our own share's time) has its
-        # share done here, in the same order: the result is the same either way.
-        timeout = 60.0 + 50 * (time.perf_counter() - started)
-        for j in range(1, len(shares)):
-            helper = helpers[j - 1] if helpers else None
-            if helper is None or not helper.wait(timeout):
-                self._run_share(X, T, N, loss, j, shares[j])
+        shared = bool(helpers) and self._one_blas_thread
+        with one_blas_thread() if shared else contextlib.nullcontext():
+            for j in range(1, len(shares)):
+                if helpers and helpers[j - 1] is not None:
+                    helpers[j - 1].start(2 * j + int(X is not self.fixed_inputs))
+            self._run_share(X, T, N, loss, 0, shares[0])
+            # A helper that failed, died or hangs (60 s plus 50 times our own share's time) has
+            # its share done here, in the same order: the result is the same either way.
+            timeout = 60.0 + 50 * (time.perf_counter() - started)
+            for j in range(1, len(shares)):
+                helper = helpers[j - 1] if helpers else None
+                if helper is None or not helper.wait(timeout):
+                    self._run_share(X, T, N, loss, j, shares[j])
         if probe_step is not None:
             self._record_probe(probe_step, time.perf_counter() - started)
 
@@ -312,7 +330,12 @@ class Engine:
         described in shared memory. (A closure over this engine, which the forked helper holds
         a copy of.)"""
 
+        one_thread = [self._one_blas_thread]
+
         def job(code: int) -> None:
+            if one_thread[0]:  # once, in the helper: its BLAS on one thread from now on
+                set_one_blas_thread()
+                one_thread[0] = False
             N, loss_code = (int(v) for v in self.shared["call"])
             X = self.shared["inputs"] if code % 2 else self.fixed_inputs
             share = self.shares(N)[code // 2]
@@ -362,14 +385,14 @@ _LOSS_NAMES = sorted(LOSSES)
 _LOSS_CODES = {name: code for code, name in enumerate(_LOSS_NAMES)}
 
 
-def _process_count(requested: int | None, n_chunks: int, cache_sized: bool) -> int:
-    """How many processes share calls of up to ``n_chunks`` chunks (see :class:`Engine`)."""
+def _process_limit(requested: int | None) -> int:
+    """The most processes an engine may use: ``requested`` if given, else one per CPU this
+    process may run on, at most :data:`MAX_PROCESSES` and ``TINYCNN_PROCESSES``; 1 where
+    helpers cannot be forked."""
     if not can_fork_helpers():
         return 1
     if requested is not None:
-        return max(1, min(int(requested), n_chunks))
-    if not cache_sized:
-        return 1
+        return max(1, int(requested))
     limit = min(available_cpus(), MAX_PROCESSES)
     env = os.environ.get("TINYCNN_PROCESSES", "").strip()
     if env:
@@ -379,4 +402,4 @@ def _process_count(requested: int | None, n_chunks: int, cache_sized: bool) -> i
             raise ValueError(
                 f"TINYCNN_PROCESSES must be a whole number >= 1, got {env!r}"
             ) from None
-    return max(1, min(limit, n_chunks // MIN_CHUNKS_PER_PROCESS))
+    return limit

@@ -127,10 +127,10 @@ def _step(X, T, params, engine, optimizer, epoch, loss, l2) -> float:
     return value
 
 
-# Fewer epochs than this are run without helper processes (forking one and warming it up costs
-# about as much as an epoch of digits); the chunks are shared out the same way, so the numbers
-# do not change.
-MIN_EPOCHS_FOR_HELPERS = 8
+# Runs of fewer calls than this (epochs in full-batch training, batches with mini-batches) are
+# run without helper processes (forking one and warming it up costs about as much as a call of
+# digits); the chunks are shared out the same way, so the numbers do not change.
+MIN_CALLS_FOR_HELPERS = 8
 
 
 def make_engine(
@@ -142,10 +142,13 @@ def make_engine(
 ) -> Engine:
     """The engine :func:`train` uses for ``X`` ``(N, C, H, W)``: bound to ``X`` itself in
     full-batch training (``batch_size`` None or ``>= N``), else sized for one batch. For a run
-    of fewer than :data:`MIN_EPOCHS_FOR_HELPERS` ``epochs`` it forks no helper process."""
+    of fewer than :data:`MIN_CALLS_FOR_HELPERS` calls in its ``epochs`` it forks no helper
+    process."""
     N = X.shape[0]
-    helpers = epochs is None or epochs >= MIN_EPOCHS_FOR_HELPERS
-    if batch_size is None or batch_size >= N:
+    full_batch = batch_size is None or batch_size >= N
+    calls = None if epochs is None else epochs * (1 if full_batch else -(-N // batch_size))
+    helpers = calls is None or calls >= MIN_CALLS_FOR_HELPERS
+    if full_batch:
         return Engine(net, dtype, N, fixed_inputs=X, fork_helpers=helpers)
     return Engine(net, dtype, batch_size, fork_helpers=helpers)
 
