@@ -476,3 +476,38 @@ def test_mini_batch_training_with_helpers_equals_training_without(monkeypatch):
         results.append(params)
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["X seen by the helpers", "X staged"])
+def test_a_forward_pass_is_shared_with_the_same_outputs(fixed):
+    """The helpers compute their shares of a forward pass too (X of the engine, or a batch
+    copied where they see it): the outputs of one process, bit for bit, also when a helper
+    dies and its share is done here."""
+    X, _, params = problem(n=31)
+    expected = Engine(NET, X.dtype, len(X), chunk_size=4, processes=1).forward(params, X)
+    engine = Engine(NET, X.dtype, len(X), fixed_inputs=X if fixed else None, chunk_size=4,
+                    processes=2)  # fmt: skip
+    helper = engine._helpers[0]
+    jobs = []
+    original_start = helper.start
+    helper.start = lambda code: jobs.append(code) or original_start(code)
+    out = engine.forward(params, X)
+    assert jobs == [engine_module._FORWARD_JOB + 2 + (0 if fixed else 1)]
+    np.testing.assert_array_equal(out, expected)
+    os.kill(helper.pid, signal.SIGKILL)
+    assert wait_until_gone(helper.pid)
+    np.testing.assert_array_equal(engine.forward(params, X), expected)
+    assert not helper.alive
+    engine.close()
+
+
+def test_inference_engines_share_only_large_inputs(monkeypatch):
+    monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
+    monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
+    small = np.zeros((engine_module.MIN_SAMPLES_TO_SHARE_INFERENCE - 1, *NET.input_shape))
+    large = np.zeros((engine_module.MIN_SAMPLES_TO_SHARE_INFERENCE * 4, *NET.input_shape))
+    assert engine_module.inference_engine(NET, np.float64, small).processes == 1
+    engine = engine_module.inference_engine(NET, np.float64, large)
+    assert engine.processes == 2 and engine._helpers[0] is not None
+    assert engine.runners[0].n_kept_chunks == 0  # one pass: no windows kept
+    engine.close()

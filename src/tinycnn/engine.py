@@ -172,6 +172,8 @@ class Engine:
         }
         if n_procs > 1 and fixed_inputs is None:  # a mini-batch is copied where helpers see it
             layout["inputs"] = ((self.max_samples, *net.input_shape), dt)
+        if n_procs > 1:  # what the shares of a forward pass write
+            layout["outputs"] = ((self.max_samples, *net.output_shape), dt)
         for i, runner in enumerate(self.runners):
             for name, spec in runner.shared_layout(n_procs).items():
                 layout[f"{i}.{name}"] = spec
@@ -253,18 +255,45 @@ class Engine:
             runner.prepare(params[i : i + runner.n_params])
             i += runner.n_params
 
-    def forward(self, params: list[np.ndarray], X: np.ndarray) -> np.ndarray:
-        """The stack's output ``(N, *output_shape)`` for ``X`` ``(N, C, H, W)`` (unchecked)."""
-        N = X.shape[0]
-        self.prepare(params)
+    def _forward_share(self, X: np.ndarray, N: int, share: tuple[int, int], out: np.ndarray):
+        """The outputs of chunks ``share[0]:share[1]`` of a forward pass into ``out``."""
+        fixed = X is self.fixed_inputs
         for runner in self.runners:
             runner.training = False
-        out = np.empty((N, *self.net.output_shape), dtype=self.dtype)
-        fixed = X is self.fixed_inputs
-        for index, start in enumerate(range(0, N, self.chunk)):
-            stop = min(start + self.chunk, N)
+        for index in range(*share):
+            start, stop = index * self.chunk, min((index + 1) * self.chunk, N)
             out[start:stop] = self._forward_chunk(X, start, stop, index, fixed)
-        return out
+
+    def forward(self, params: list[np.ndarray], X: np.ndarray) -> np.ndarray:
+        """The stack's output ``(N, *output_shape)`` for ``X`` ``(N, C, H, W)`` (unchecked),
+        its chunks shared with the helpers as in :meth:`loss_and_grads`."""
+        N = X.shape[0]
+        self.prepare(params)
+        shares = self.shares(N)
+        helpers = []
+        if len(shares) > 1 and self._owner == os.getpid() and any(self._helpers):
+            helpers = self._helpers
+        if not helpers:
+            out = np.empty((N, *self.net.output_shape), dtype=self.dtype)
+            self._forward_share(X, N, (0, shares[-1][1]), out)
+            return out
+        staged = X is not self.fixed_inputs
+        self.shared["call"][0] = N
+        if staged:
+            np.copyto(self.shared["inputs"][:N], X)
+        out = self.shared["outputs"][:N]
+        with one_blas_thread() if self._one_blas_thread else contextlib.nullcontext():
+            for j, helper in enumerate(helpers, start=1):
+                if helper is not None and j < len(shares):
+                    helper.start(_FORWARD_JOB + 2 * j + int(staged))
+            started = time.perf_counter()
+            self._forward_share(X, N, shares[0], out)
+            timeout = 60.0 + 50 * (time.perf_counter() - started)
+            for j in range(1, len(shares)):
+                helper = helpers[j - 1]
+                if helper is None or not helper.wait(timeout):
+                    self._forward_share(X, N, shares[j], out)
+        return out.copy()
 
     def loss_and_grads(
         self, params: list[np.ndarray], X: np.ndarray, T: np.ndarray, loss: str = "mse"
@@ -338,6 +367,10 @@ class Engine:
                 one_thread[0] = False
             N, loss_code = (int(v) for v in self.shared["call"])
             X = self.shared["inputs"] if code % 2 else self.fixed_inputs
+            if code >= _FORWARD_JOB:
+                share = self.shares(N)[(code - _FORWARD_JOB) // 2]
+                self._forward_share(X, N, share, self.shared["outputs"])
+                return
             share = self.shares(N)[code // 2]
             with np.errstate(all="ignore"):  # as in training: divergence is the parent's call
                 self._run_share(X, self.shared["targets"], N, _LOSS_NAMES[loss_code], code // 2,
@@ -381,8 +414,25 @@ class Engine:
 # The first calls with helpers: the first not timed (copy-on-write faults and cold caches in
 # the helpers), then with and without them in turn, three of each.
 _PROBE = ("warm-up", "with", "alone", "with", "alone", "with", "alone")
+# Job codes: 2*slot + staged for a share of loss_and_grads, this plus _FORWARD_JOB for a share
+# of a forward pass (slots < MAX_PROCESSES).
+_FORWARD_JOB = 32
 _LOSS_NAMES = sorted(LOSSES)
 _LOSS_CODES = {name: code for code, name in enumerate(_LOSS_NAMES)}
+
+
+# A forward pass over fewer samples than this runs in one process: forking a helper costs a few
+# milliseconds, about the forward pass of a few hundred small images.
+MIN_SAMPLES_TO_SHARE_INFERENCE = 1024
+
+
+def inference_engine(net: Sequential, dtype: npt.DTypeLike, X: np.ndarray) -> Engine:
+    """An engine for forward passes over ``X`` ``(N, C, H, W)`` itself (its windows not kept),
+    sharing the chunks with helpers when ``X`` is large enough to pay for forking them. Close
+    it (or drop it) when done."""
+    N = max(1, X.shape[0])
+    processes = None if N >= MIN_SAMPLES_TO_SHARE_INFERENCE else 1
+    return Engine(net, dtype, N, fixed_inputs=X, cache_bytes=0, processes=processes)
 
 
 def _process_limit(requested: int | None) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._validation import check_float_dtype, check_int, check_real_array
-from .engine import LOSSES, Engine, build_runners
+from .engine import LOSSES, Engine, build_runners, inference_engine
 from .layers import (
     LAYER_TYPES,
     AvgPool2d,
@@ -194,7 +194,11 @@ class Sequential:
         params = self.check_params(params)
         dtype = params[0].dtype if params else np.dtype(np.float64)
         X = self._check_inputs(X, dtype)
-        return Engine(self, dtype, max(1, X.shape[0]), processes=1).forward(params, X)
+        engine = inference_engine(self, dtype, X)
+        try:
+            return engine.forward(params, X)
+        finally:
+            engine.close()
 
     def layer_outputs(self, params: Sequence[np.ndarray], X: np.ndarray) -> list[np.ndarray]:
         """What each layer outputs for ``X`` ``(N, C, H, W)``: one array per layer, ``(N,
