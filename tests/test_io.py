@@ -22,16 +22,7 @@ pytest.importorskip("sklearn")
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 import tinycnn  # noqa: E402
-from tinycnn import (  # noqa: E402
-    CNNClassifier,
-    CNNRegressor,
-    Conv2d,
-    Dense,
-    Flatten,
-    MaxPool2d,
-    ModelFileError,
-    ReLU,
-)
+from tinycnn import CNNClassifier, CNNRegressor, ModelFileError  # noqa: E402
 from tinycnn.io import (  # noqa: E402
     SEAL_LENGTH,
     SEAL_PREFIX,
@@ -41,6 +32,7 @@ from tinycnn.io import (  # noqa: E402
     save_checkpoint,
     save_model,
 )
+from tinycnn.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
