@@ -862,3 +862,19 @@ def test_a_writer_killed_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
         proc.wait()
         est, state = load_checkpoint(path)
         assert state.epoch == 3 and est.n_iter_ == 3
+
+
+def test_the_container_knows_nothing_of_estimators_or_training():
+    """tinycnn.files.container imports only the writer rule, the header checks, the errors
+    and the JSON helpers (besides the standard library and NumPy)."""
+    import ast
+
+    import tinycnn.files.container as container
+
+    tree = ast.parse(Path(container.__file__).read_text())
+    relative = {
+        "." * node.level + (node.module or "")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level
+    }
+    assert relative == {".._files", ".._npy", "..errors", "._json"}
