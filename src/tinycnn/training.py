@@ -13,7 +13,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -69,6 +69,18 @@ class TrainingState:
         return copy.deepcopy(self)
 
 
+class BatchSource(Protocol):
+    """Training samples made as they are drawn instead of held in one array (the estimators
+    standardise each mini-batch this way): ``shape`` is ``(N, C, H, W)``, and ``source[idx]``
+    for an index array ``idx`` is the batch ``(len(idx), C, H, W)`` of those samples, a new
+    array in the parameters' dtype."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray: ...
+
+
 def _add_l2(params: Params, grads: Params, l2: float, n: int) -> float:
     """scikit-learn's convention: ``loss += 0.5 * l2 * ||weights||^2 / n`` over the weights
     (the first array of each layer's pair); biases are not decayed."""
@@ -84,7 +96,7 @@ def _add_l2(params: Params, grads: Params, l2: float, n: int) -> float:
 def run_epoch(
     params: Params,
     engine: Engine,
-    X: np.ndarray,
+    X: np.ndarray | BatchSource,
     T: np.ndarray,
     optimizer: Optimizer,
     epoch: int,
@@ -94,6 +106,7 @@ def run_epoch(
     l2: float = 0.0,
 ) -> float:
     """One pass over ``X`` ``(N, C, H, W)``/``T`` ``(N, O)``, updating ``params`` in place.
+    ``X`` is an array, or with mini-batches a :class:`BatchSource` that makes each batch.
 
     ``batch_size=None`` (or ``>= N``) is full-batch gradient descent: one step on the whole set,
     and the returned loss is the loss *before* that step (the seed's). With smaller batches, the
@@ -167,7 +180,7 @@ def all_finite(params: Params) -> bool:
 def train(
     net: Sequential,
     params: Params,
-    X: np.ndarray,
+    X: np.ndarray | BatchSource,
     T: np.ndarray,
     optimizer: Optimizer,
     epochs: int,
@@ -196,11 +209,15 @@ def train(
     gradients are computed in an :class:`~tinycnn.engine.Engine` that this call builds and
     drops (in full-batch training it keeps ``X``'s unfolded windows across epochs); pass one
     from :func:`make_engine` to keep it across calls (``X`` must then not change). ``X`` is
-    used in the parameters' dtype.
+    used in the parameters' dtype. ``X`` may be a :class:`BatchSource` instead of an array:
+    mini-batches are then made as they are drawn, and full-batch training draws all of ``X``
+    once (every epoch uses all of it).
     """
     history = history if history is not None else History()
     dtype = params[0].dtype
-    if X.dtype != dtype:
+    if not isinstance(X, np.ndarray) and (batch_size is None or batch_size >= X.shape[0]):
+        X = X[np.arange(X.shape[0])]
+    if isinstance(X, np.ndarray) and X.dtype != dtype:
         X = X.astype(dtype)
     if engine is None and epochs > 0:
         engine = make_engine(net, dtype, X, batch_size, epochs)

@@ -329,17 +329,24 @@ class _BaseCNN(BaseEstimator):
             )
         return shape
 
-    def _standardize(self, images: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """``(images - mean[c]) / std[c]`` as a new ``(N, C, H, W)`` array of ``dtype``,
-        computed in float64 a block of samples at a time: a float32 result never needs a
-        float64 copy of the whole data beside it."""
-        out = np.empty(images.shape, dtype=dtype)
+    def _standardize(
+        self, images: np.ndarray, dtype: np.dtype, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``(images[rows] - mean[c]) / std[c]`` (all the images when ``rows`` is None) as a new
+        ``(n, C, H, W)`` array of ``dtype``, computed in float64 a block of samples at a time:
+        a float32 result never needs a float64 copy of the whole data beside it, nor a copy of
+        the raw rows. Elementwise, so a sample's numbers do not depend on the others taken."""
+        n = images.shape[0] if rows is None else len(rows)
+        out = np.empty((n, *images.shape[1:]), dtype=dtype)
         mean = self.input_mean_[None, :, None, None]
         std = self.input_std_[None, :, None, None]
         per_sample = max(1, int(np.prod(images.shape[1:])))
         step = max(1, STANDARDIZE_BLOCK // per_sample)
-        for start in range(0, images.shape[0], step):
-            block = images[start : start + step].astype(np.float64, copy=True)
+        for start in range(0, n, step):
+            if rows is None:
+                block = images[start : start + step].astype(np.float64, copy=True)
+            else:  # fancy indexing already copied the block
+                block = images[rows[start : start + step]].astype(np.float64, copy=False)
             block -= mean
             block /= std
             out[start : start + step] = block
@@ -450,7 +457,6 @@ class _BaseCNN(BaseEstimator):
         elif not reuse:
             fit_images = images if split is None else images[split[0]]
             self.input_mean_, self.input_std_ = self._channel_stats(fit_images, self.standardize)
-        inputs = self._standardize(images, dtype)
 
         if resume is not None:
             start = self._resumed_start(resume, net, dtype, lr)
@@ -458,12 +464,15 @@ class _BaseCNN(BaseEstimator):
             start = self._fresh_start(net, dtype, lr, seed, T, incremental, reuse)
         if split is not None:
             train_idx, val_idx = split
-            fit_inputs, fit_T = inputs[train_idx], T[train_idx]
+            fit_T = T[train_idx]
             validation_score = self._validation_scorer(
-                net.stack, inputs[val_idx], targets_meta[val_idx]
+                net.stack, self._standardize(images, dtype, val_idx), targets_meta[val_idx]
             )
         else:
-            fit_inputs, fit_T, validation_score = inputs, T, None
+            train_idx, fit_T, validation_score = None, T, None
+        # No standardised copy of the training set: each mini-batch is standardised as train
+        # draws it (full-batch training draws all of it once).
+        fit_inputs = _StandardizedRows(self, images, train_idx, dtype)
         n_train = fit_inputs.shape[0]
         batch_size = min(AUTO_BATCH_SIZE, n_train) if self.batch_size == "auto" else self.batch_size
         stopping = None if incremental else int(self.n_iter_no_change)
@@ -668,6 +677,22 @@ class _BaseCNN(BaseEstimator):
         from ..export import to_onnx
 
         return to_onnx(self, path)
+
+
+class _StandardizedRows:
+    """The training images ``images[rows]`` ``(n, C, H, W)`` (all of them when ``rows`` is
+    None) as a :class:`tinycnn.training.BatchSource`: ``source[idx]`` standardises the samples
+    ``idx`` into a new array of ``dtype`` when the training loop draws them."""
+
+    def __init__(
+        self, est: _BaseCNN, images: np.ndarray, rows: np.ndarray | None, dtype: np.dtype
+    ) -> None:
+        self.est, self.images, self.rows, self.dtype = est, images, rows, dtype
+        self.shape = (images.shape[0] if rows is None else len(rows), *images.shape[1:])
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        rows = idx if self.rows is None else self.rows[idx]
+        return self.est._standardize(self.images, self.dtype, rows)
 
 
 def _copy_history(history: History) -> History:
