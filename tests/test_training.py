@@ -242,3 +242,31 @@ def test_restore_catches_an_update_that_overflows_even_when_the_loss_was_finite(
         train(spec.sequential(), mine, X, T, SGD(1e308), 5, restore_on_divergence=True)
     assert info.value.epoch == 1
     assert_same_params(mine, params)
+
+
+class Rows:
+    """A BatchSource standing for the array ``X``: each batch is drawn as it is asked for."""
+
+    def __init__(self, X):
+        self.X, self.shape, self.drawn = X, X.shape, []
+
+    def __getitem__(self, idx):
+        self.drawn.append(len(idx))
+        return self.X[idx]
+
+
+@pytest.mark.parametrize("batch_size", [4, 10, None])
+def test_a_batch_source_trains_like_its_array_drawing_mini_batches_as_they_go(batch_size):
+    params, X, T = problem(2)
+    runs, source = [], Rows(X)
+    for data in (X, source):
+        p = params.copy()
+        rng = np.random.default_rng(5)
+        h = train(SPEC.sequential(), p, data, T, SGD(0.05), 3, batch_size=batch_size, rng=rng)
+        runs.append((p, h.loss_curve))
+    assert_same_params(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+    if batch_size == 4:  # only batches are ever drawn, each epoch's samples once
+        assert source.drawn == [4, 4, 2] * 3
+    else:  # full batch: all of it once, used by every epoch
+        assert source.drawn == [10]
