@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,37 @@ def test_the_epoch_flop_count_of_the_seed_workload(bench):
     gradient: 2 * 2 * 1 * 9 * 16*36; dense forward, dW and dact: 3 * 2 * 16*36 * 1 * 1."""
     expected = (2 * 2 * 9 * 16 * 36 + 3 * 2 * 16 * 36) / 1e9
     assert bench.WORKLOADS["S"].gflop() == pytest.approx(expected)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and fork: Linux only")
+def test_the_memory_measure_counts_what_a_forked_child_holds_privately(bench):
+    """The helpers' memory is not in their parent's high-water mark: the bench samples what
+    each child holds alone (its own allocations), not the pages it shares with its parent."""
+    import os
+
+    import numpy as np
+
+    shared = np.ones(8 << 20, dtype=np.uint8)  # 8 MiB the child only reads: shared, not its own
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    with bench.ChildrenMemory(interval=0.001) as children:
+        pid = os.fork()
+        if pid == 0:  # the child: 24 MiB of its own, held until told to go
+            try:
+                own = np.ones(24 << 20, dtype=np.uint8)
+                assert int(shared[::4096].sum()) == 2048
+                os.write(ready_w, b"r")
+                os.read(done_r, 1)
+                del own
+            finally:
+                os._exit(0)
+        os.read(ready_r, 1)
+        deadline = 200
+        while children.peak_kib < 24 << 10 and deadline:  # sampled every millisecond
+            deadline -= 1
+            time.sleep(0.01)
+        os.write(done_w, b"d")
+        os.waitpid(pid, 0)
+    for fd in (ready_r, ready_w, done_r, done_w):
+        os.close(fd)
+    assert 24 << 10 <= children.peak_kib < 30 << 10
