@@ -30,9 +30,21 @@ from tinycnn.estimators import TrainingState  # noqa: E402
 ESTIMATORS = (CNNClassifier, CNNRegressor)
 
 
-@parametrize_with_checks([CNNClassifier(), CNNRegressor()])
+# A multi-layer stack that fits every image the checks use (2-D X: 1 x n_features images).
+CHECKED_STACK = "conv4k3p1-relu-conv6k3p1-relu-flatten-dense8-relu"
+
+
+@parametrize_with_checks(
+    [
+        CNNClassifier(),
+        CNNRegressor(),
+        CNNClassifier(layers=CHECKED_STACK),
+        CNNRegressor(layers=CHECKED_STACK),
+    ]
+)
 def test_sklearn_check_estimator_passes_with_default_parameters(estimator, check, monkeypatch):
-    # Every check scikit-learn has, with the defaults and no expected failures declared.
+    # Every check scikit-learn has, with the defaults (the default network adapts to each
+    # check's image size) and with a multi-layer stack, no expected failures declared.
     # scikit-learn skips its array-API input check (with NumPy arrays) unless this is set.
     monkeypatch.setenv("SCIPY_ARRAY_API", "1")
     check(estimator)

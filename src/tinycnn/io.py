@@ -439,7 +439,7 @@ class _Reader:
 
         from ._validation import check_float_dtype
         from .estimators import CNNClassifier, CNNRegressor
-        from .estimators._network import network_of
+        from .estimators._network import SHORTHAND_DEFAULTS, network_of
 
         cls = {"CNNClassifier": CNNClassifier, "CNNRegressor": CNNRegressor}[config["class"]]
         est = cls()
@@ -452,6 +452,11 @@ class _Reader:
         if params.get("dtype") in ("float32", "float64"):
             params["dtype"] = getattr(np, params["dtype"])  # the type, as the user passes it
         est.set_params(**params)
+        if est.layers is None and all(getattr(est, n) is None for n in SHORTHAND_DEFAULTS):
+            # Saved when the default network was the one-conv-layer one (before issue 11's
+            # defaults): a format-1 file holds only that network, so name it, and warm starts
+            # and partial_fit go on with it.
+            est.set_params(n_filters=SHORTHAND_DEFAULTS["n_filters"])
         try:
             est._validate_params()
             dtype = check_float_dtype("dtype", est.dtype)
