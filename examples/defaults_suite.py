@@ -82,7 +82,7 @@ def _blob(rows: np.ndarray, cols: np.ndarray, r0: float, c0: float, sigma: float
     return np.exp(-((rows - r0) ** 2 + (cols - c0) ** 2) / (2 * sigma**2))
 
 
-def make_position(n: int = 2000, size: int = 16, noise: float = 0.6, seed: int = 1) -> tuple:
+def make_position(n: int = 2000, size: int = 16, noise: float = 0.2, seed: int = 1) -> tuple:
     """``X`` ``(n, 1, size, size)``: one blob (sigma 1.5 pixels) at a uniform random centre in
     the image, plus Gaussian noise of std ``noise``; ``y`` ``(n, 2)`` the centre's (row, col)."""
     rng = np.random.default_rng(seed)
@@ -92,7 +92,7 @@ def make_position(n: int = 2000, size: int = 16, noise: float = 0.6, seed: int =
     return X + rng.normal(0.0, noise, X.shape), y
 
 
-def make_count(n: int = 2000, size: int = 16, noise: float = 0.4, seed: int = 2) -> tuple:
+def make_count(n: int = 2000, size: int = 16, noise: float = 0.25, seed: int = 2) -> tuple:
     """``X`` ``(n, 1, size, size)``: 0 to 5 small blobs (sigma 0.8) at random centres at least
     3 pixels apart, plus Gaussian noise of std ``noise``; ``y`` ``(n,)`` their number."""
     rng = np.random.default_rng(seed)
