@@ -22,6 +22,7 @@ from conftest import fill_disk_while_writing
 import tinycnn
 from tinycnn import cli, training_run
 from tinycnn.datasets import held_out_split, load_dataset
+from tinycnn.layer_string import layers_to_string
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RUN_FILES = (
@@ -1127,28 +1128,11 @@ def test_what_counts_as_a_users_error(exc, users):
     assert cli.is_users_error(exc) is users
 
 
-def _stacks_can_be_saved(tmp_path) -> bool:
-    """Whether model files hold stacks yet (format 2, built on another branch of issue 11)."""
-    from tinycnn import CNNClassifier
-
-    est = CNNClassifier(layers="conv2k3-relu", max_iter=1, image_shape=(1, 4, 4))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        est.fit(np.random.default_rng(0).normal(size=(8, 16)), np.arange(8) % 2)
-    try:
-        est.save(tmp_path / "probe.npz")
-    except NotImplementedError:
-        return False
-    return True
-
-
 STACK_ARGS = ["--data", "shapes", "--epochs", "4", "--layers", "conv3k3p1-relu-max2-conv4k3-relu",
               "--seed", "5"]  # fmt: skip
 
 
 def test_a_stopped_stack_run_resumes_exactly(tmp_path, capsys, monkeypatch):
-    if not _stacks_can_be_saved(tmp_path):
-        pytest.skip("saving a stack needs model files of format 2")
     reference = tmp_path / "reference"
     code, _, err = run_main(["train", *STACK_ARGS, "--out", reference, "--quiet"], capsys)
     assert code == 0, err
@@ -1173,3 +1157,26 @@ def test_a_stopped_stack_run_resumes_exactly(tmp_path, capsys, monkeypatch):
     assert expected.keys() == resumed.keys()
     for name in expected:
         np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
+
+
+def test_predict_and_evaluate_a_stack_model(tmp_path, capsys):
+    out = tmp_path / "stack"
+    argv = ["train", "--data", "shapes", "--epochs", "2", "--layers", "conv2k3-relu-max2",
+            "--seed", "1", "--out", out, "--quiet"]  # fmt: skip
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    est = tinycnn.load(out / "model.npz")
+    assert tinycnn.load(out / "checkpoint.npz").network_ == est.network_
+    assert layers_to_string(est.network_.layers) == "conv2k3-relu-max2-flatten-dense4"
+    X, _, _ = load_dataset("shapes")
+    np.save(tmp_path / "X.npy", X[:40])
+    predict = ["predict", "--model", out / "model.npz", "--input", tmp_path / "X.npy",
+               "--output", tmp_path / "y.npy"]  # fmt: skip
+    code, _, err = run_main(predict, capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), est.predict(X[:40]))
+    code, stdout, err = run_main(
+        ["evaluate", "--model", out / "model.npz", "--data", "shapes", "--json"], capsys
+    )
+    assert code == 0, err
+    assert json.loads(stdout)["accuracy"] == est.score(X, load_dataset("shapes")[1])

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 import tinycnn
 from tinycnn import naive
 from tinycnn.gradcheck import check_gradients
-from tinycnn.ops.conv import conv_backward, conv_forward, conv_output_size, fold, unfold
+from tinycnn.ops.conv import (
+    conv_backward,
+    conv_forward,
+    conv_output_size,
+    fold,
+    fold_cl,
+    unfold,
+)
 
 
 @st.composite
@@ -174,6 +181,30 @@ def test_fold_is_the_adjoint_of_unfold(cfg):
     assert folded.shape == x.shape
     lhs, rhs = np.vdot(cols, c), np.vdot(x, folded)
     assert abs(lhs - rhs) <= 1e-13 * np.linalg.norm(cols) * np.linalg.norm(c)
+
+
+@settings(max_examples=40)
+@given(conv_configs(max_extra=5), st.booleans())
+def test_channels_last_fold_equals_the_channel_major_fold(cfg, strided_target):
+    # fold_cl is the engine's col2im: the same sums as fold, laid out (N, H, W, C), into a
+    # target of any strides (here also a transposed view), whatever it held before.
+    x, _, _ = conv_inputs(cfg)
+    N, C, H, W = x.shape
+    k, s, p = cfg["k"], cfg["stride"], cfg["pad"]
+    out_h, out_w = conv_output_size(H, k, s, p), conv_output_size(W, k, s, p)
+    c = uniform(np.random.default_rng(cfg["seed"] + 1), C * k * k, N * out_h * out_w)
+    expected = fold(c, x.shape, k, s, 0 if p == 0 else p)  # (N, C, H, W)
+    # (c, a, b) x (n, i, j) -> (n, i, j, a, b, c)
+    dcols = c.reshape(C, k, k, N, out_h, out_w).transpose(3, 4, 5, 1, 2, 0)
+    Hp, Wp = H + 2 * p, W + 2 * p
+    if strided_target:
+        target = np.full((N, C, Hp, Wp), np.nan).transpose(0, 2, 3, 1)
+    else:
+        target = np.full((N, Hp, Wp, C), np.nan)
+    got = fold_cl(np.ascontiguousarray(dcols), target, s)
+    assert got is target
+    got = got[:, p : p + H, p : p + W] if p else got
+    assert rel_error(got.transpose(0, 3, 1, 2), expected) <= 1e-15
 
 
 def test_internal_pair_matches_public_functions():

@@ -223,3 +223,35 @@ def test_relu_gradient_is_zero_where_a_window_sees_only_padding():
     _, expected = reference_loss_and_grads(net, params, X, T, "mse")
     for g, e in zip(grads, expected):
         assert rel_error(g, e) <= 1e-13
+
+
+@pytest.mark.parametrize("flat_input", [False, True], ids=["after channels-last images", "flat"])
+def test_wide_dense_layers_transpose_their_weights_in_blocks_to_the_same_numbers(flat_input):
+    """Dense layers of at least TRANSPOSE_BLOCK units copy W.T and dW.T in blocks of rows (a
+    row count that is not a multiple of the block included): still the reference's numbers."""
+    from tinycnn.layers import TRANSPOSE_BLOCK
+
+    units = TRANSPOSE_BLOCK + 6
+    if flat_input:
+        net = Sequential([Flatten(), Dense(units), ReLU(), Dense(units + 1)], (1, 10, 13))
+    else:  # 5 x 6 x 5 channels-last features: 150 rows of W, reordered
+        net = Sequential([Conv2d(5, 3), ReLU(), Flatten(), Dense(units), ReLU(), Dense(3)],
+                         (2, 7, 8))  # fmt: skip
+    X, T, params = problem_for(net, 7, seed=3)
+    expected = reference_loss_and_grads(net, params, X, T, "softmax_cross_entropy")
+    engine = Engine(net, X.dtype, len(X), processes=1)
+    got = engine.loss_and_grads(params, X, T, "softmax_cross_entropy")
+    assert_same_result(got, expected, 1e-12, "wide dense layers")
+    np.testing.assert_array_equal(engine.forward(params, X), tinycnn.Sequential(
+        net.layers, net.input_shape).forward(params, X))
+
+
+def test_copy_transposed_equals_a_plain_transpose_for_any_shape_and_strides():
+    from tinycnn.layers import TRANSPOSE_BLOCK, copy_transposed
+
+    rng = np.random.default_rng(0)
+    for rows, cols in [(3, 5), (TRANSPOSE_BLOCK * 2 + 7, TRANSPOSE_BLOCK + 1), (200, 64)]:
+        src = rng.random((rows, cols + 3))[:, :cols]  # a column slice, as the padded W is
+        dst = np.full((cols, rows), np.nan)
+        assert copy_transposed(dst, src) is dst
+        np.testing.assert_array_equal(dst, src.T)

@@ -3,6 +3,7 @@ in which every damaged or crafted file is refused with ModelFileError naming it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -10,6 +11,7 @@ import os
 import pickle
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +32,9 @@ from tinycnn.io import (  # noqa: E402
     save_checkpoint,
     save_model,
 )
+from tinycnn.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def images(n=60, seed=0, shape=(1, 6, 6)):
@@ -124,9 +129,15 @@ def test_the_file_is_plain_npz_with_a_json_config(classifier, tmp_path):
         for name, entry in config["arrays"].items():
             assert list(npz[name].shape) == entry["shape"]
             assert npz[name].dtype.str == entry["dtype"]
-    assert config["format"] == "tinycnn-model" and config["format_version"] == 1
+    # The shorthand's network is written as format 2 too: the whole stack, weights per layer.
+    assert config["format"] == "tinycnn-model" and config["format_version"] == 2
     assert config["class"] == "CNNClassifier" and config["kind"] == "model"
     assert config["params"]["n_filters"] == 4 and config["params"]["dtype"] == "float64"
+    network = {"layers": "conv4k5p2-relu-flatten-dense2", "input_shape": [1, 6, 6]}
+    assert config["network"] == network
+    weights = ["params.0.kernel", "params.0.bias", "params.3.W", "params.3.b"]
+    assert sorted(config["arrays"]) == sorted([*weights, "input_mean", "input_std", "classes"])
+    assert config["arrays"]["params.3.W"]["shape"] == [4 * 6 * 6, 2]
 
 
 def test_same_model_same_bytes(classifier, tmp_path):
@@ -134,6 +145,87 @@ def test_same_model_same_bytes(classifier, tmp_path):
     clf.save(tmp_path / "a.npz")
     clf.save(tmp_path / "b.npz")
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+
+
+# ------------------------------------------------------------------------------ stacks
+
+# Two conv layers, pooling and a hidden dense: weights of layers 0, 3 and 6 (and 8, the output).
+STACK = "conv3k3p1-relu-max2-conv2k2-relu-flatten-dense5-relu"
+STACK_LAYERS = (Conv2d(3, 3, pad=1), ReLU(), MaxPool2d(2), Conv2d(2, 2), ReLU(), Flatten(),
+                Dense(5), ReLU())  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack_classifier():
+    X, y, _ = images()
+    labels = np.array(["cat", "dog"])[y]
+    return quiet(CNNClassifier(layers=STACK, max_iter=3, random_state=0).fit, X, labels), X
+
+
+def assert_same_model(loaded, est, X):
+    assert type(loaded) is type(est)
+    assert loaded.get_params() == est.get_params()
+    assert type(loaded.layers) is type(est.layers)
+    assert loaded.network_ == est.network_
+    assert hasattr(loaded, "spec_") == hasattr(est, "spec_")
+    assert_same_weights(loaded, est)
+    assert type(loaded.params_) is type(est.params_)
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+    for name in ("input_mean_", "input_std_", "classes_"):
+        if hasattr(est, name):
+            np.testing.assert_array_equal(getattr(loaded, name), getattr(est, name))
+    names = "image_shape_ n_features_in_ n_outputs_ loss_curve_ n_iter_ best_loss_"
+    for name in [*names.split(), "validation_scores_"]:
+        assert getattr(loaded, name) == getattr(est, name), name
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layers", [STACK, STACK_LAYERS, "Conv3K3P1 - relu - max2"],
+                         ids=["string", "tuple", "string as typed"])  # fmt: skip
+@pytest.mark.parametrize("cls", [CNNClassifier, CNNRegressor])
+def test_a_stack_round_trip_predicts_bit_identically(cls, layers, dtype, tmp_path):
+    X, labels, score = images(shape=(2, 6, 6))
+    y = labels if cls is CNNClassifier else np.stack([score, -score], axis=1)
+    est = quiet(cls(layers=layers, dtype=dtype, max_iter=2, random_state=3).fit, X, y)
+    est.save(tmp_path / "m.npz")
+    loaded = tinycnn.load(tmp_path / "m.npz")
+    assert_same_model(loaded, est, X)
+    assert loaded.layers == layers  # a string stays that string, a tuple a tuple of equal layers
+    if cls is CNNClassifier:
+        np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+    loaded.save(tmp_path / "again.npz")  # a loaded model saves the same file
+    assert (tmp_path / "again.npz").read_bytes() == (tmp_path / "m.npz").read_bytes()
+
+
+def test_a_stack_file_holds_the_stack_and_weights_per_layer(stack_classifier, tmp_path):
+    clf, _ = stack_classifier
+    clf.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as npz:
+        config = json.loads(npz["config"].tobytes())
+        shapes = {name: npz[name].shape for name in npz.files if name.startswith("params.")}
+    assert config["network"] == {"layers": STACK + "-dense2", "input_shape": [1, 6, 6]}
+    assert config["params"]["layers"] == STACK
+    assert shapes == {
+        "params.0.kernel": (3, 1, 3, 3), "params.0.bias": (3,),
+        "params.3.kernel": (2, 3, 2, 2), "params.3.bias": (2,),
+        "params.6.W": (2 * 2 * 2, 5), "params.6.b": (5,),
+        "params.8.W": (5, 2), "params.8.b": (2,),
+    }  # fmt: skip
+    assert [list(s) for s in shapes.values()] == [list(s) for s in clf.network_.param_shapes]
+
+
+def test_a_loaded_stack_goes_on_training_as_the_original_would(stack_classifier, tmp_path):
+    clf, X = stack_classifier
+    y = clf.predict(X)
+    clf.save(tmp_path / "m.npz")
+    loaded = tinycnn.load(tmp_path / "m.npz").set_params(warm_start=True, max_iter=2)
+    original = copy.deepcopy(clf).set_params(warm_start=True, max_iter=2)
+    quiet(loaded.fit, X, y)
+    quiet(original.fit, X, y)  # a warm start: the same weights, a fresh optimizer
+    assert loaded.n_iter_ == 2 and loaded.network_ == clf.network_
+    assert_same_weights(loaded, original)
+    loaded.partial_fit(X, y)
+    assert loaded.n_iter_ == 3
 
 
 # ------------------------------------------------------------------------------ atomic writes
@@ -165,8 +257,6 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary(
 
 
 def test_save_refuses_what_load_would_refuse(classifier, tmp_path):
-    import copy
-
     clf, _ = classifier
     for attribute, bad in (("input_std_", np.inf), ("input_std_", 0.0), ("input_mean_", np.nan)):
         broken = copy.deepcopy(clf)
@@ -216,6 +306,26 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(cls, solver, stop_at, t
     assert est.loss_curve_ == full.loss_curve_
     assert est.validation_scores_ == full.validation_scores_
     assert est.n_iter_ == full.n_iter_ == 9
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+@pytest.mark.parametrize("cls", [CNNClassifier, CNNRegressor])
+def test_a_resumed_stack_run_ends_with_the_uninterrupted_weights(cls, solver, tmp_path):
+    X, labels, score = images(n=70)
+    y = labels if cls is CNNClassifier else score
+    dtype = np.float32 if solver == "sgd" else np.float64
+    kw = dict(layers=STACK, solver=solver, learning_rate_init=0.01, max_iter=6, batch_size=16)
+    kw.update(early_stopping=True, n_iter_no_change=50, random_state=11, dtype=dtype)
+    full = quiet(cls(**kw).fit, X, y)
+    path = tmp_path / "checkpoint.npz"
+    run_with_checkpoint(cls, kw, X, y, 3, path)
+    est, state = load_checkpoint(path)
+    assert state.epoch == 3 and isinstance(state.params, list) and len(state.params) == 8
+    assert state.best_params is not None and est.get_params() == full.get_params()
+    quiet(est.fit, X, y, resume=state)
+    assert_same_weights(est, full)
+    assert est.loss_curve_ == full.loss_curve_
+    assert est.validation_scores_ == full.validation_scores_
 
 
 def test_resume_reproduces_early_stopping_from_every_epoch(tmp_path):
@@ -349,9 +459,17 @@ def crafted_variants(good: bytes, marker) -> list[tuple[str, bytes]]:
         renamed = {(k + "x" if k == name else k): v for k, v in members.items()}
         add(f"member {name} renamed", renamed)
     add("extra member", {**members, "extra.npy": npy_bytes(np.zeros(3))})
-    add("member without .npy", {**members, "notes.txt": b"hello"})
-    add("member twice", [*members.items(), ("params.b_fc.npy", members["params.b_fc.npy"])])
-    kernel = np.load(io.BytesIO(members["params.kernel.npy"]))
+    listed = {**config["arrays"], "extra": {"shape": [3], "dtype": "<f8"}}
+    add("extra member, listed", with_config({**members, "extra.npy": npy_bytes(np.zeros(3))},
+                                            {**config, "arrays": listed}))  # fmt: skip
+    # The first conv kernel and the last bias: params.kernel/params.b_fc in format 1,
+    # params.0.kernel/params.<i>.b in format 2.
+    weights = [n[: -len(".npy")] for n in members if n.startswith("params.")]
+    ndims = {n: np.load(io.BytesIO(members[n + ".npy"])).ndim for n in weights}
+    kernel_name = next(n for n in weights if ndims[n] == 4)
+    bias_name = [n for n in weights if ndims[n] == 1][-1]
+    add("member twice", [*members.items(), (bias_name + ".npy", members[bias_name + ".npy"])])
+    kernel = np.load(io.BytesIO(members[kernel_name + ".npy"]))
     for label, array in [
         ("kernel wrong shape", kernel.reshape(kernel.shape[0], -1)),
         ("kernel wrong dtype", kernel.astype(np.float32)),
@@ -363,28 +481,28 @@ def crafted_variants(good: bytes, marker) -> list[tuple[str, bytes]]:
         ("kernel complex", kernel.astype(complex)),
         ("kernel structured", np.zeros(kernel.shape, dtype=[("a", "<f8")])),
     ]:
-        add(f"{label}, config unchanged", {**members, "params.kernel.npy": npy_bytes(array)})
+        add(f"{label}, config unchanged", {**members, kernel_name + ".npy": npy_bytes(array)})
 
         def same(cfg, array=array):
-            cfg["arrays"]["params.kernel"] = {"shape": list(array.shape), "dtype": array.dtype.str}
+            cfg["arrays"][kernel_name] = {"shape": list(array.shape), "dtype": array.dtype.str}
 
         cfg = json.loads(json.dumps(config))
         same(cfg)
         add(
             f"{label}, config matching",
-            with_config({**members, "params.kernel.npy": npy_bytes(array)}, cfg),
+            with_config({**members, kernel_name + ".npy": npy_bytes(array)}, cfg),
         )
     payload = Payload(marker)
     obj = np.empty(kernel.shape, dtype=object)
     obj.flat[0] = payload
-    add("object array with a pickle", {**members, "params.kernel.npy": npy_bytes(obj, True)})
+    add("object array with a pickle", {**members, kernel_name + ".npy": npy_bytes(obj, True)})
     cfg = json.loads(json.dumps(config))
-    cfg["arrays"]["params.kernel"]["dtype"] = "|O"
+    cfg["arrays"][kernel_name]["dtype"] = "|O"
     add(
         "object array listed as object",
-        with_config({**members, "params.kernel.npy": npy_bytes(obj, True)}, cfg),
+        with_config({**members, kernel_name + ".npy": npy_bytes(obj, True)}, cfg),
     )
-    add("raw pickle as a member", {**members, "params.kernel.npy": pickle.dumps(payload)})
+    add("raw pickle as a member", {**members, kernel_name + ".npy": pickle.dumps(payload)})
     add("raw pickle as the config", {**members, "config.npy": pickle.dumps(payload)})
     out.append(("a sealed pickle file", pickle.dumps(payload) + SEAL_PREFIX + b"0" * 64))
     body = pickle.dumps(payload)
@@ -396,8 +514,8 @@ def crafted_variants(good: bytes, marker) -> list[tuple[str, bytes]]:
     np.lib.format.write_array_header_1_0(buffer, header)
     huge = buffer.getvalue() + bytes(16)
     cfg = json.loads(json.dumps(config))
-    cfg["arrays"]["params.b_fc"]["shape"] = [10**12]
-    add("a header claiming 8 TB", with_config({**members, "params.b_fc.npy": huge}, cfg))
+    cfg["arrays"][bias_name]["shape"] = [10**12]
+    add("a header claiming 8 TB", with_config({**members, bias_name + ".npy": huge}, cfg))
 
     def text(raw: bytes) -> bytes:
         return npy_bytes(np.frombuffer(raw, np.uint8))
@@ -427,12 +545,14 @@ def crafted_variants(good: bytes, marker) -> list[tuple[str, bytes]]:
 
         return change
 
+    version = config["format_version"]
+    for other in sorted({1, 2, 3} - {version}):  # read as the other format, or an unknown one
+        edit(f"format_version {other}", setter("format_version", value=other))
     for label, change in [
         ("format foreign", setter("format", value="other")),
-        ("format_version 2", setter("format_version", value=2)),
-        ("format_version '1'", setter("format_version", value="1")),
+        ("format_version as a string", setter("format_version", value=str(version))),
         ("format_version true", setter("format_version", value=True)),
-        ("format_version 1.0", setter("format_version", value=1.0)),
+        ("format_version as a float", setter("format_version", value=float(version))),
         ("class SVC", setter("class", value="SVC")),
         ("class regressor", setter("class", value="CNNRegressor")),
         ("kind unknown", setter("kind", value="weights")),
@@ -440,9 +560,9 @@ def crafted_variants(good: bytes, marker) -> list[tuple[str, bytes]]:
         ("no arrays", deleter("arrays")),
         ("no params", deleter("params")),
         ("arrays a list", setter("arrays", value=[])),
-        ("array entry without dtype", deleter("arrays", "params.kernel", "dtype")),
-        ("array entry negative shape", setter("arrays", "params.b_fc", "shape", value=[-2])),
-        ("array entry float shape", setter("arrays", "params.b_fc", "shape", value=[2.0])),
+        ("array entry without dtype", deleter("arrays", kernel_name, "dtype")),
+        ("array entry negative shape", setter("arrays", bias_name, "shape", value=[-2])),
+        ("array entry float shape", setter("arrays", bias_name, "shape", value=[2.0])),
         ("unknown parameter", setter("params", "gamma", value=1)),
         ("bad parameter", setter("params", "n_filters", value=-1)),
         ("n_filters disagrees", setter("params", "n_filters", value=7)),
@@ -451,18 +571,51 @@ def crafted_variants(good: bytes, marker) -> list[tuple[str, bytes]]:
         ("dtype parameter int8", setter("params", "dtype", value="int8")),
         ("dtype parameter float32", setter("params", "dtype", value="float32")),
         ("image_shape parameter odd", setter("params", "image_shape", value=[0])),
-        ("spec missing field", deleter("fitted", "spec", "pad")),
-        ("spec zero height", setter("fitted", "spec", "height", value=0)),
-        ("spec huge kernel", setter("fitted", "spec", "kernel_size", value=99)),
-        ("spec more outputs", setter("fitted", "spec", "n_outputs", value=3)),
-        ("spec bool stride", setter("fitted", "spec", "stride", value=True)),
         ("image_shape disagrees", setter("fitted", "image_shape", value=[1, 36, 1])),
         ("n_features_in disagrees", setter("fitted", "n_features_in", value=35)),
+        ("n_outputs disagrees", setter("fitted", "n_outputs", value=3)),
         ("n_iter disagrees", setter("fitted", "n_iter", value=99)),
         ("loss_curve strings", setter("fitted", "loss_curve", value=["a", "b", "c"])),
         ("feature names wrong length", setter("fitted", "feature_names_in", value=["a"])),
+        ("layers unparsable", setter("params", "layers", value="conv3k3-bogus")),
+        ("layers a number", setter("params", "layers", value=3)),
+        ("layers tuple with a two-layer token", setter("params", "layers", value=["max2-relu"])),
+        ("layers tuple of a non-string", setter("params", "layers", value=[{"relu": 1}])),
     ]:
         edit(label, change)
+    if version == 1:
+        for label, change in [
+            ("spec missing field", deleter("fitted", "spec", "pad")),
+            ("spec zero height", setter("fitted", "spec", "height", value=0)),
+            ("spec huge kernel", setter("fitted", "spec", "kernel_size", value=99)),
+            ("spec more outputs", setter("fitted", "spec", "n_outputs", value=3)),
+            ("spec bool stride", setter("fitted", "spec", "stride", value=True)),
+        ]:
+            edit(label, change)
+    else:
+        stack = config["network"]["layers"]
+        for label, change in [
+            ("network missing", deleter("network")),
+            ("network a string", setter("network", value=stack)),
+            ("network without input_shape", deleter("network", "input_shape")),
+            ("network layers unparsable", setter("network", "layers", value=stack + "-bogus7")),
+            ("network layers empty", setter("network", "layers", value="")),
+            ("network layers a list", setter("network", "layers", value=stack.split("-"))),
+            ("network one more output", setter("network", "layers", value=stack[:-1] + "9")),
+            ("network not fitting", setter("network", "layers", value="conv1k99-" + stack)),
+            ("network not flat", setter("network", "layers", value="conv1k1")),
+            ("network another conv width",
+             setter("network", "layers", value=stack.replace("conv", "conv1", 1))),
+            ("input_shape wider", setter("network", "input_shape", value=[1, 6, 7])),
+            ("input_shape 2-D", setter("network", "input_shape", value=[6, 6])),
+            ("input_shape zero", setter("network", "input_shape", value=[0, 6, 6])),
+            ("input_shape floats", setter("network", "input_shape", value=[1.0, 6, 6])),
+            ("fitted spec added", setter("fitted", "spec", value={})),
+            ("config key added", setter("notes", value="hello")),
+            ("tinycnn_version a number", setter("tinycnn_version", value=1)),
+            ("model with a state", setter("state", value={})),
+        ]:  # fmt: skip
+            edit(label, change)
     std = np.load(io.BytesIO(members["input_std.npy"]))
     add("input_std zero", {**members, "input_std.npy": npy_bytes(np.zeros_like(std))})
     add("classes unsorted", {**members, "classes.npy": npy_bytes(np.array(["dog", "cat"]))})
@@ -470,11 +623,24 @@ def crafted_variants(good: bytes, marker) -> list[tuple[str, bytes]]:
     return out
 
 
-def test_fuzz_every_damaged_or_crafted_file_is_refused_naming_it(classifier, tmp_path):
-    clf, X = classifier
-    good_path = tmp_path / "good.npz"
-    clf.save(good_path)
+@pytest.fixture(params=["shorthand", "stack", "format 1"])
+def good_file(request, classifier, stack_classifier, tmp_path):
+    """``(path, X)``: a valid model file (the shorthand's and a stack's, written now, and one
+    written by the first version) and images it predicts."""
+    path = tmp_path / "good.npz"
+    if request.param == "format 1":
+        path.write_bytes((FIXTURES / "v1_model_classifier_f64.npz").read_bytes())
+        with np.load(FIXTURES / "v1_expected.npz") as expected:
+            return path, expected["X_probe"]
+    est, X = classifier if request.param == "shorthand" else stack_classifier
+    est.save(path)
+    return path, X
+
+
+def test_fuzz_every_damaged_or_crafted_file_is_refused_naming_it(good_file, tmp_path):
+    good_path, X = good_file
     good = good_path.read_bytes()
+    expected = tinycnn.load(good_path).predict(X)
     marker = tmp_path / "pickle-was-executed"
     rng = np.random.default_rng(0)
 
@@ -518,16 +684,15 @@ def test_fuzz_every_damaged_or_crafted_file_is_refused_naming_it(classifier, tmp
                 wrong.append((label, f"{loader.__name__} accepted it"))
     assert not wrong, wrong[:20]
     assert not marker.exists(), "a pickle was executed"
-    assert tinycnn.load(good_path).n_filters == 4  # the original is fine
+    np.testing.assert_array_equal(tinycnn.load(good_path).predict(X), expected)  # still fine
 
 
-def test_fuzz_resealed_random_damage_loads_or_is_refused_never_crashes(classifier, tmp_path):
+def test_fuzz_resealed_random_damage_loads_or_is_refused_never_crashes(good_file, tmp_path):
     """Random bytes changed inside members, the checksum then recomputed: the structural checks
     alone must either refuse the file with ModelFileError or give a working estimator (a
     changed weight is still a valid model)."""
-    clf, X = classifier
-    clf.save(tmp_path / "good.npz")
-    members = members_of((tmp_path / "good.npz").read_bytes())
+    good_path, X = good_file
+    members = members_of(good_path.read_bytes())
     names = sorted(members)
     rng = np.random.default_rng(1)
     path = tmp_path / "damaged.npz"
@@ -549,16 +714,16 @@ def test_fuzz_resealed_random_damage_loads_or_is_refused_never_crashes(classifie
     assert outcomes["refused"] > 50
 
 
-def test_checkpoint_state_damage_is_refused(tmp_path):
+@pytest.mark.parametrize("layers", [None, STACK])
+def test_checkpoint_state_damage_is_refused(layers, tmp_path):
     X, y, _ = images()
     path = tmp_path / "c.npz"
-    run_with_checkpoint(
-        CNNClassifier, dict(max_iter=5, early_stopping=True, random_state=0), X, y, 2, path
-    )
+    kw = dict(layers=layers, max_iter=5, early_stopping=True, random_state=0)
+    run_with_checkpoint(CNNClassifier, kw, X, y, 2, path)
     members = members_of(path.read_bytes())
     config = config_of(members)
     assert config["kind"] == "checkpoint"
-    assert {"state.optimizer.m_0", "state.best.kernel"} <= set(config["arrays"])
+    assert {"state.optimizer.m_0", "state.best.0.kernel"} <= set(config["arrays"])
     state_members = [n for n in members if n.startswith("state.")]
 
     def variant(change):
@@ -585,11 +750,78 @@ def test_checkpoint_state_damage_is_refused(tmp_path):
     cfg["arrays"]["state.optimizer.m_0"]["shape"] = [moment.size]
     flat_moment = {**members, "state.optimizer.m_0.npy": npy_bytes(moment.ravel())}
     variants.append(("moment of the wrong shape", build(with_config(flat_moment, cfg))))
+    # No moments for the last parameter (Adam would silently never move it): refused.
+    last = len(config["state"]["optimizer"]["arrays"]) // 2 - 1
+    cfg = json.loads(json.dumps(config))
+    partial = dict(members)
+    for key in (f"m_{last}", f"v_{last}"):
+        del cfg["arrays"][f"state.optimizer.{key}"], cfg["state"]["optimizer"]["arrays"][key]
+        del partial[f"state.optimizer.{key}.npy"]
+    variants.append(("moments of some parameters only", build(with_config(partial, cfg))))
     for label, data in variants:
         path.write_bytes(data)
         with pytest.raises(ModelFileError, match="c.npz"):
             load_checkpoint(path)
             pytest.fail(f"accepted: {label}")
+
+
+def stack_file_edited(stack_classifier, tmp_path, change_config=None, change_members=None):
+    """A stack's model file with its config or members changed, then sealed validly."""
+    clf, _ = stack_classifier
+    clf.save(tmp_path / "good.npz")
+    members = members_of((tmp_path / "good.npz").read_bytes())
+    config = config_of(members)
+    if change_members is not None:
+        change_members(members, config)
+    if change_config is not None:
+        change_config(config)
+    path = tmp_path / "lie.npz"
+    path.write_bytes(build(with_config(members, config)))
+    return path
+
+
+def _wrong_shape(members, config):
+    members["params.3.kernel.npy"] = npy_bytes(np.zeros((2, 3, 3, 3)))
+    config["arrays"]["params.3.kernel"] = {"shape": [2, 3, 3, 3], "dtype": "<f8"}
+
+
+def _extra(members, config):
+    members["params.4.kernel.npy"] = npy_bytes(np.zeros((2, 2, 2, 2)))
+    config["arrays"]["params.4.kernel"] = {"shape": [2, 2, 2, 2], "dtype": "<f8"}
+
+
+def _missing(members, config):
+    for name in ("params.6.W", "params.6.b"):
+        del members[name + ".npy"], config["arrays"][name]
+
+
+def _set_network(layers):
+    return lambda config: config["network"].update(layers=layers)
+
+
+@pytest.mark.parametrize(
+    "lie, change_config, change_members, reason",
+    [
+        ("stack that does not parse", _set_network("conv3k3p1-relu-maxpool2"), None,
+         "network.layers.*'maxpool2'.*is not max<size>"),
+        ("stack not fitting the input shape", _set_network("conv3k9-relu-flatten-dense2"), None,
+         r"not a stack on \[1, 6, 6\].*does not fit"),
+        ("stack other than the parameters'", _set_network("conv3k3p1-relu-flatten-dense2"), None,
+         "stored network 'conv3k3p1-relu-flatten-dense2' is not the one the parameters give"),
+        ("parameter of the wrong shape", None, _wrong_shape,
+         r"params.3.kernel has shape \(2, 3, 3, 3\).*needs \(2, 3, 2, 2\)"),
+        ("extra member", None, _extra, r"members not used by the model: \[.params.4.kernel.\]"),
+        ("missing members", None, _missing, "member 'params.6.W' is missing"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and " " in v else "",
+)  # fmt: skip
+def test_a_sealed_stack_file_that_lies_is_refused_naming_the_lie(
+    lie, change_config, change_members, reason, stack_classifier, tmp_path
+):
+    path = stack_file_edited(stack_classifier, tmp_path, change_config, change_members)
+    with pytest.raises(ModelFileError, match=reason) as info:
+        load_model(path)
+    assert str(path) in str(info.value)
 
 
 KILLED_WRITER = """
@@ -630,3 +862,19 @@ def test_a_writer_killed_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
         proc.wait()
         est, state = load_checkpoint(path)
         assert state.epoch == 3 and est.n_iter_ == 3
+
+
+def test_the_container_knows_nothing_of_estimators_or_training():
+    """tinycnn.files.container imports only the writer rule, the header checks, the errors
+    and the JSON helpers (besides the standard library and NumPy)."""
+    import ast
+
+    import tinycnn.files.container as container
+
+    tree = ast.parse(Path(container.__file__).read_text())
+    relative = {
+        "." * node.level + (node.module or "")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level
+    }
+    assert relative == {".._files", ".._npy", "..errors", "._json"}

@@ -33,8 +33,8 @@ TRAIN_ARGS = ["--data", "shapes", "--epochs", str(EPOCHS), "--n-filters", "4", "
 TIMEOUT = 120.0
 
 
-def start(out: Path, resume: bool) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "tinycnn", "train", *TRAIN_ARGS, "--out", str(out)]
+def start(out: Path, resume: bool, args: list[str] = TRAIN_ARGS) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "tinycnn", "train", *args, "--out", str(out)]
     return subprocess.Popen(
         argv + (["--resume"] if resume else []),
         stdout=subprocess.DEVNULL,
@@ -178,3 +178,38 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_weights(tmp_path):
     assert len(record["sessions"]) >= 3
     # Temporary files of killed writers are cleaned up by the next run; the lock file stays.
     assert sorted(p for p in os.listdir(out) if p.startswith(".")) == [".tinycnn-lock"]
+
+
+STACK_EPOCHS = 6
+STACK_ARGS = ["--data", "shapes", "--epochs", str(STACK_EPOCHS), "--layers",
+              "conv3k3p1-relu-max2-conv4k3-relu", "--batch-size", "8", "--seed", "5",
+              "--quiet"]  # fmt: skip
+
+
+def test_a_sigkilled_stack_run_resumes_to_the_uninterrupted_weights(tmp_path):
+    """A --layers run killed once mid-training (after its second checkpoint) and resumed."""
+    from tinycnn import cli
+
+    out = tmp_path / "killed"
+    checkpoint = out / "checkpoint.npz"
+    proc = start(out, resume=False, args=STACK_ARGS)
+    assert wait_for(checkpoint.exists, proc)
+    before = checkpoint_mark(checkpoint)
+    assert wait_for(lambda: checkpoint_mark(checkpoint) != before, proc)
+    kill(proc)
+    epoch = checkpoint_epoch(checkpoint)
+    assert 0 < epoch < STACK_EPOCHS
+    final = start(out, resume=True, args=STACK_ARGS)
+    _, err = final.communicate(timeout=TIMEOUT)
+    assert final.returncode == 0, err.decode()
+
+    reference = tmp_path / "reference"
+    assert cli.main(["train", *STACK_ARGS, "--out", str(reference)]) == 0
+    expected = model_arrays(reference / "model.npz")
+    resumed = model_arrays(out / "model.npz")
+    assert expected.keys() == resumed.keys()
+    assert "params.3.kernel" in expected  # the stack's second conv layer
+    for name in expected:
+        np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
+    record = json.loads((out / "run.json").read_text())
+    assert [s["from_epoch"] for s in record["sessions"]] == [0, epoch]

@@ -29,19 +29,26 @@ def _size(n: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def read_header(stream: IO[bytes]) -> tuple[tuple[int, ...], np.dtype, int]:
-    """``(shape, dtype, data bytes)`` from the ``.npy`` header at ``stream``'s position (the
+def read_header_fields(stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the ``.npy`` header at ``stream``'s position (the
     stream is left at the data); ``ValueError`` if it is not a valid header."""
     try:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
         elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
         else:  # 3.0 (UTF-8 field names) has no public reader
-            shape, _, dtype = np.lib.format._read_array_header(stream, version)
+            shape, fortran, dtype = np.lib.format._read_array_header(stream, version)
     except (ValueError, TypeError, SyntaxError, EOFError, OSError) as exc:
         raise ValueError(f"its .npy header is damaged ({exc})") from None
+    return tuple(shape), bool(fortran), dtype
+
+
+def read_header(stream: IO[bytes]) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, data bytes)`` from the ``.npy`` header at ``stream``'s position (the
+    stream is left at the data); ``ValueError`` if it is not a valid header."""
+    shape, _, dtype = read_header_fields(stream)
     if dtype.hasobject:
         return tuple(shape), dtype, 0  # refused by np.load (pickle) anyway: nothing to size
     return tuple(shape), dtype, math.prod(shape) * dtype.itemsize

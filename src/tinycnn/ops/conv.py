@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from .._validation import check_conv_geometry, check_real_array
 
@@ -82,6 +82,32 @@ def fold(
             cols_ = slice(b, b + stride * (out_w - 1) + 1, stride)
             dxp[:, :, rows, cols_] += d6[:, a, b].transpose(1, 0, 2, 3)
     return dxp[:, :, pad : pad + H, pad : pad + W] if pad else dxp
+
+
+def fold_cl(dcols: np.ndarray, dx: np.ndarray, stride: int) -> np.ndarray:
+    """The channels-last :func:`fold`: scatter-add ``dcols`` ``(N, out_h, out_w, k, k, C)``
+    (window ``(i, j)``'s tap ``(a, b)``) onto ``dx`` ``(N, H, W, C)`` (already padded, any
+    strides), which is zeroed first: ``dx[n, i*s + a, j*s + b, c] += dcols[n, i, j, a, b, c]``.
+    Returns ``dx``.
+
+    A tap's row ``a`` of window ``(i, j)`` covers ``k*C`` numbers that are contiguous in ``dx``
+    and in ``dcols`` alike, and the windows ``j, j + g, j + 2g, ...`` with ``g = ceil(k/s)`` never
+    overlap. So the scatter is ``k*g`` strided adds, one per row ``a`` and column residue
+    ``j mod g``, each over runs of ``k*C`` numbers (adding tap by tap, ``k*k`` adds over runs of
+    ``C``, measured 2-3x slower for the channel counts of small CNNs).
+    """
+    N, out_h, out_w, k, _, C = dcols.shape
+    s = stride
+    g = -(-k // s)
+    sN, sH, sW, sC = dx.strides
+    dx.fill(0)
+    for a in range(k):
+        for r in range(min(g, out_w)):
+            n_j = len(range(r, out_w, g))
+            start = dx[:, a:, r * s :]
+            target = as_strided(start, (N, out_h, n_j, k, C), (sN, s * sH, g * s * sW, sW, sC))
+            target += dcols[:, :, r::g, a]
+    return dx
 
 
 class ConvCache(NamedTuple):

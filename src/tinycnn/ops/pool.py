@@ -3,11 +3,14 @@
 Output size along each spatial axis: ``out = (size_in - size) // stride + 1`` (a partial window
 at the edge is dropped, PyTorch's floor mode). ``stride`` defaults to ``size``.
 
-The work is done tap by tap: for each of the ``size*size`` positions ``(a, b)`` inside a window,
-the view ``x[:, a::stride, b::stride]`` (cut to the output size) holds that tap of every window
-at once, so a pooling layer is ``size*size`` whole-array NumPy calls, never a loop over samples
-or pixels. Where the windows tile the image (``stride == size``) the same taps are the axes of
-one reshape, and max and mean become single reductions.
+Forward, a window's max (or sum) is taken in two steps, rows then columns: first over the
+``size`` rows of every window, ``rows[:, i] = max_a x[:, i*stride + a]`` (each operand whole
+image rows, long contiguous runs), then over the ``size`` columns of those,
+``out[:, :, j] = max_b rows[:, :, j*stride + b]``: ``2*(size - 1)`` whole-array NumPy calls,
+never a loop over samples or pixels. (One reduction over both window axes of a reshaped view,
+the obvious alternative, walks runs of ``C`` numbers and measured 4-8x slower.) Backward goes
+tap by tap: for each of the ``size*size`` positions ``(a, b)`` inside a window, the view
+``x[:, a::stride, b::stride]`` (cut to the output size) holds that tap of every window at once.
 
 The cores below work on channels-last arrays ``(N, H, W, C)`` (the engine's layout, in which
 a tap's view has contiguous runs of ``C``); the public functions take PyTorch's ``(N, C, H, W)``
@@ -53,18 +56,39 @@ def _tiles(x: np.ndarray, size: int, out_h: int, out_w: int) -> np.ndarray:
     return as_strided(x, shape, (sN, sH * size, sH, sW * size, sW, sC), writeable=x.flags.writeable)
 
 
-def max_pool_forward_cl(x: np.ndarray, size: int, stride: int, out: np.ndarray) -> np.ndarray:
-    """Max of each window of channels-last ``x`` ``(N, H, W, C)`` into ``out``
-    ``(N, out_h, out_w, C)``; NaN propagates. Returns ``out``."""
+def _window_reduce(
+    x: np.ndarray,
+    size: int,
+    stride: int,
+    out: np.ndarray,
+    rows: np.ndarray | None,
+    combine: np.ufunc,
+) -> np.ndarray:
+    """``out[:, i, j] = combine`` over window ``(i, j)`` of channels-last ``x`` ``(N, H, W, C)``,
+    rows first into ``rows`` ``(N, out_h, W, C)`` (a scratch buffer; allocated if None), then
+    columns into ``out`` ``(N, out_h, out_w, C)``. ``combine`` is ``np.maximum`` or ``np.add``."""
     out_h, out_w = out.shape[1], out.shape[2]
-    if stride == size:
-        return np.max(_tiles(x, size, out_h, out_w), axis=(2, 4), out=out)
-    for a, b, tap in _taps(x, size, stride, out_h, out_w):
-        if a == 0 and b == 0:
-            np.copyto(out, tap)
+    if rows is None:
+        rows = np.empty((x.shape[0], out_h, x.shape[2], x.shape[3]), dtype=out.dtype)
+    row_taps = [x[:, a : a + stride * (out_h - 1) + 1 : stride] for a in range(size)]
+    col_taps = [rows[:, :, b : b + stride * (out_w - 1) + 1 : stride] for b in range(size)]
+    for taps, target in ((row_taps, rows), (col_taps, out)):
+        if size == 1:
+            np.copyto(target, taps[0])
         else:
-            np.maximum(out, tap, out=out)
+            combine(taps[0], taps[1], out=target)
+        for tap in taps[2:]:
+            combine(target, tap, out=target)
     return out
+
+
+def max_pool_forward_cl(
+    x: np.ndarray, size: int, stride: int, out: np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Max of each window of channels-last ``x`` ``(N, H, W, C)`` into ``out``
+    ``(N, out_h, out_w, C)``; NaN propagates. ``rows`` ``(N, out_h, W, C)`` is an optional
+    scratch buffer (see :func:`_window_reduce`). Returns ``out``."""
+    return _window_reduce(x, size, stride, out, rows, np.maximum)
 
 
 def max_pool_backward_cl(
@@ -111,18 +135,12 @@ def max_pool_backward_cl(
     return dx
 
 
-def avg_pool_forward_cl(x: np.ndarray, size: int, stride: int, out: np.ndarray) -> np.ndarray:
+def avg_pool_forward_cl(
+    x: np.ndarray, size: int, stride: int, out: np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray:
     """Mean of each window of channels-last ``x`` ``(N, H, W, C)`` into ``out``
-    ``(N, out_h, out_w, C)``. Returns ``out``."""
-    out_h, out_w = out.shape[1], out.shape[2]
-    if stride == size:
-        np.sum(_tiles(x, size, out_h, out_w), axis=(2, 4), out=out)
-    else:
-        for a, b, tap in _taps(x, size, stride, out_h, out_w):
-            if a == 0 and b == 0:
-                np.copyto(out, tap)
-            else:
-                np.add(out, tap, out=out)
+    ``(N, out_h, out_w, C)``; ``rows`` as in :func:`max_pool_forward_cl`. Returns ``out``."""
+    _window_reduce(x, size, stride, out, rows, np.add)
     out *= 1.0 / (size * size)
     return out
 
