@@ -13,11 +13,11 @@ pytest.importorskip("sklearn")
 
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
-from tinycnn import CNNClassifier, CNNRegressor, Flatten, MaxPool2d, Sequential  # noqa: E402
+from tinycnn import AvgPool2d, CNNClassifier, CNNRegressor, Flatten, MaxPool2d, Sequential  # noqa: E402
 from tinycnn.estimators._network import default_layers, network_of  # noqa: E402
 from tinycnn.layer_string import layers_to_string, parse_layers  # noqa: E402
 
-DIGITS_STACK = "conv32k3p1-relu-max2-conv64k3p1-relu-max2-flatten-dense128-relu"
+DIGITS_STACK = "conv32k3p1-relu-max2-conv64k3p1-relu-avg2-flatten-dense128-relu"
 
 
 @pytest.mark.parametrize(
@@ -30,7 +30,7 @@ DIGITS_STACK = "conv32k3p1-relu-max2-conv64k3p1-relu-max2-flatten-dense128-relu"
         ((1, 8, 8), DIGITS_STACK),
         ((1, 28, 28), DIGITS_STACK),
         ((3, 32, 32), DIGITS_STACK),
-        ((3, 64, 64), "conv32k3p1-relu-max2-conv64k3p1-relu-max2-max2-flatten-dense128-relu"),
+        ((3, 64, 64), "conv32k3p1-relu-max2-conv64k3p1-relu-avg2-avg2-flatten-dense128-relu"),
     ],
 )
 def test_the_default_stack_for_some_image_sizes(shape, text):
@@ -45,7 +45,7 @@ def test_the_default_builds_for_every_image_size_and_pools_only_where_there_is_r
                 assert stack.output_shape == (3,)
                 before = dict(zip(stack.layers, stack.shapes))  # layer -> its input shape
                 pooled = [s for layer, s in zip(stack.layers, stack.shapes)
-                          if isinstance(layer, MaxPool2d)]  # fmt: skip
+                          if isinstance(layer, (MaxPool2d, AvgPool2d))]  # fmt: skip
                 for _, h, w in pooled:  # every pooled image keeps at least 2 pixels a side
                     assert min(h, w) >= 4, (H, W, stack)
                 if min(H, W) >= 8:  # room for both conv blocks to pool
