@@ -1,10 +1,11 @@
 """The defaults are good without tuning, on scikit-learn's digits as they come (raw pixels 0-16,
 stratified 25% test split, random_state=0), mean test accuracy over random_state 0, 1, 2:
 
-* CNNClassifier with every setting at its default reaches at least 98% (a plain scikit-learn
+* CNNClassifier with every setting at its default reaches at least 98.5% (99.0% measured; the
+  issue asks 98%, which the former one-conv default also reached, 98.2%; a plain scikit-learn
   MLP gets 98.0%; the suite of examples/defaults_suite.py has the rest);
 * a LeNet-like stack of two conv/ReLU/max-pool blocks with otherwise default settings at least
-  97.5%.
+  97.5% (98.4% measured).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def mean_accuracy(**params) -> float:
     return float(np.mean(accuracies))
 
 
-def test_default_classifier_reaches_98_percent_on_digits():
-    assert mean_accuracy() >= 0.98
+def test_default_classifier_reaches_98_5_percent_on_digits():
+    assert mean_accuracy() >= 0.985
 
 
 def test_a_lenet_like_stack_with_default_settings_reaches_97_5_percent_on_digits():
