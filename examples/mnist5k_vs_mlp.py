@@ -1,4 +1,5 @@
-"""tinycnn's defaults against scikit-learn's MLPClassifier default on mnist-5k: the README's table.
+"""tinycnn's defaults (the command and the estimator) against scikit-learn's MLPClassifier
+default on mnist-5k.
 
     python examples/mnist5k_vs_mlp.py            # a few minutes on 2 cores
     python examples/mnist5k_vs_mlp.py --quick    # one epoch each: checks the plumbing only

@@ -30,9 +30,21 @@ from tinycnn.estimators import TrainingState  # noqa: E402
 ESTIMATORS = (CNNClassifier, CNNRegressor)
 
 
-@parametrize_with_checks([CNNClassifier(), CNNRegressor()])
+# A multi-layer stack that fits every image the checks use (2-D X: 1 x n_features images).
+CHECKED_STACK = "conv4k3p1-relu-conv6k3p1-relu-flatten-dense8-relu"
+
+
+@parametrize_with_checks(
+    [
+        CNNClassifier(),
+        CNNRegressor(),
+        CNNClassifier(layers=CHECKED_STACK),
+        CNNRegressor(layers=CHECKED_STACK),
+    ]
+)
 def test_sklearn_check_estimator_passes_with_default_parameters(estimator, check, monkeypatch):
-    # Every check scikit-learn has, with the defaults and no expected failures declared.
+    # Every check scikit-learn has, with the defaults (the default network adapts to each
+    # check's image size) and with a multi-layer stack, no expected failures declared.
     # scikit-learn skips its array-API input check (with NumPy arrays) unless this is set.
     monkeypatch.setenv("SCIPY_ARRAY_API", "1")
     check(estimator)
@@ -87,7 +99,8 @@ def test_two_dimensional_X_without_image_shape_is_one_row_images():
     y = (X[:, 2] > 0).astype(int)
     clf = quiet_fit(CNNClassifier(max_iter=2, random_state=0), X, y)
     assert clf.image_shape_ == (1, 1, 7)
-    assert clf.spec_.out_h == 1 and clf.spec_.out_w == 7  # "same" runs along the features
+    # the default network's 3x3 convs (pad 1) run along the features, with no pooling
+    assert clf.network_.shapes[1:4] == [(32, 1, 7), (32, 1, 7), (64, 1, 7)]
     assert clf.as_images(X).shape == (30, 1, 1, 7)
 
 
@@ -96,7 +109,9 @@ def test_multichannel_images_and_float32():
     X = rng.normal(size=(40, 3, 5, 5)).astype(np.float32)
     Y = np.stack([X[:, 0].mean(axis=(1, 2)), X[:, 2, 1:3, 1:3].sum(axis=(1, 2))], axis=1)
     reg = quiet_fit(CNNRegressor(dtype=np.float32, max_iter=5, random_state=0), X, Y)
-    assert reg.params_.kernel.dtype == np.float32 and reg.params_.kernel.shape == (16, 3, 5, 5)
+    kernel = reg.params_[0]  # the default network's first conv
+    assert kernel.dtype == np.float32 and kernel.shape == (32, 3, 3, 3)
+    assert all(p.dtype == np.float32 for p in reg.params_)
     assert reg.input_mean_.dtype == np.float64 and reg.input_mean_.shape == (3,)
     pred = reg.predict(X)
     assert pred.shape == (40, 2) and pred.dtype == np.float64

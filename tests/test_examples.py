@@ -55,3 +55,24 @@ def test_mnist5k_table_prints_a_row_per_model():
     for row in rows[1:]:
         accuracy = float(row.split("|")[2])
         assert 0.5 < accuracy <= 1.0, row  # real digits, learnt in one epoch
+
+
+def test_defaults_suite_prints_a_row_per_task_with_three_models(tmp_path):
+    # --quick: 60 training samples and 2 epochs per task, the plumbing of docs/defaults.md's
+    # table (the full run takes minutes); --write writes the same table.
+    pytest.importorskip("sklearn")
+    table = tmp_path / "table.md"
+    result = run_example("defaults_suite.py", 240, "--quick", "--write", str(table))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| task | kind | metric | tinycnn default | s | MLP default | s |")
+    names = [row.split("|")[1].strip() for row in rows[1:]]
+    assert names == ["digits", "mnist-5k", "position", "count", "shapes", "shapes-size",
+                     "photo-crops"]  # fmt: skip
+    for row in rows[1:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] in ("classification", "regression") and len(cells) == 9, row
+        for score in cells[3::2]:
+            assert -100 < float(score) <= 1.0, row
+    written = [line for line in table.read_text().splitlines() if line.startswith("| ")]
+    assert written == rows

@@ -83,3 +83,22 @@ def test_v1_finished_checkpoint_with_best_weights_loads(copy_of):
     assert state.best_params is not None
     assert est.n_iter_ == state.epoch
     assert est.validation_scores_ is not None and len(est.validation_scores_) == state.epoch
+
+
+def test_files_saved_with_default_parameters_keep_their_one_conv_network(copy_of):
+    # Saved before the default network changed (fixtures/record_default_params_3f2c0dc.py):
+    # their parameters say "the default", which then meant 16 5x5 filters. They load, predict
+    # as recorded, and a warm start trains that same network on.
+    with np.load(FIXTURES / "v1_default_params_expected.npz") as z:
+        X, proba, predict = z["X_probe"], z["proba"], z["predict"]
+    clf = tinycnn.load(copy_of("v1_model_default_params_classifier.npz"))
+    reg = tinycnn.load(copy_of("v1_model_default_params_regressor.npz"))
+    assert rel_error(clf.predict_proba(X), proba) <= 1e-12
+    assert rel_error(reg.predict(X), predict) <= 1e-12
+    for est in (clf, reg):
+        assert est.spec_.n_filters == 16 and est.spec_.kernel_size == 5
+        y = est.predict(X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.set_params(warm_start=True, max_iter=1).fit(X, y)
+        assert est.spec_.n_filters == 16

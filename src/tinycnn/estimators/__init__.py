@@ -1,7 +1,8 @@
 """scikit-learn estimators over the engine: :class:`CNNClassifier` and :class:`CNNRegressor`.
 
 The network is a stack of layers (``layers``, or the one-conv-layer shorthand ``n_filters``/
-``kernel_size``/``stride``/``padding``) with an output ``Dense`` sized from ``y``, trained by the
+``kernel_size``/``stride``/``padding``, or with neither the default stack, which adapts to the
+image size) with an output ``Dense`` sized from ``y``, trained by the
 engine (``tinycnn.training.train``) with Adam or SGD on mini-batches. These classes only add what
 scikit-learn users expect: one table of parameter constraints checked in ``fit``, input
 validation through ``sklearn.utils.validation``, learned attributes ending in ``_``, warm starts,

