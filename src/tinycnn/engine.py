@@ -282,18 +282,28 @@ class Engine:
         if staged:
             np.copyto(self.shared["inputs"][:N], X)
         out = self.shared["outputs"][:N]
-        with one_blas_thread() if self._one_blas_thread else contextlib.nullcontext():
-            for j, helper in enumerate(helpers, start=1):
-                if helper is not None and j < len(shares):
-                    helper.start(_FORWARD_JOB + 2 * j + int(staged))
+        self._share_out(helpers, shares, _FORWARD_JOB + int(staged),
+                        lambda slot, share: self._forward_share(X, N, share, out))  # fmt: skip
+        return out.copy()
+
+    def _share_out(self, helpers, shares, job: int, run: Callable[[int, tuple[int, int]], None]):
+        """Shares 1, 2, ... to ``helpers`` (job code ``job + 2*slot``; an empty list: none),
+        ``run(0, shares[0])`` here, then ``run`` again for each share whose helper is missing,
+        failed, died or hangs (60 s plus 50 times our own share's time), in the same order: the
+        result is the same either way. BLAS runs on one thread meanwhile if the call is shared
+        and its products are large enough for BLAS to thread them."""
+        shared = bool(helpers) and self._one_blas_thread
+        with one_blas_thread() if shared else contextlib.nullcontext():
+            for j in range(1, len(shares)):
+                if helpers and helpers[j - 1] is not None:
+                    helpers[j - 1].start(job + 2 * j)
             started = time.perf_counter()
-            self._forward_share(X, N, shares[0], out)
+            run(0, shares[0])
             timeout = 60.0 + 50 * (time.perf_counter() - started)
             for j in range(1, len(shares)):
-                helper = helpers[j - 1]
+                helper = helpers[j - 1] if helpers else None
                 if helper is None or not helper.wait(timeout):
-                    self._forward_share(X, N, shares[j], out)
-        return out.copy()
+                    run(j, shares[j])
 
     def loss_and_grads(
         self, params: list[np.ndarray], X: np.ndarray, T: np.ndarray, loss: str = "mse"
@@ -327,19 +337,10 @@ class Engine:
                 if X is not self.fixed_inputs:
                     np.copyto(self.shared["inputs"][:N], X)
         started = time.perf_counter()
-        shared = bool(helpers) and self._one_blas_thread
-        with one_blas_thread() if shared else contextlib.nullcontext():
-            for j in range(1, len(shares)):
-                if helpers and helpers[j - 1] is not None:
-                    helpers[j - 1].start(2 * j + int(X is not self.fixed_inputs))
-            self._run_share(X, T, N, loss, 0, shares[0])
-            # A helper that failed, died or hangs (60 s plus 50 times our own share's time) has
-            # its share done here, in the same order: the result is the same either way.
-            timeout = 60.0 + 50 * (time.perf_counter() - started)
-            for j in range(1, len(shares)):
-                helper = helpers[j - 1] if helpers else None
-                if helper is None or not helper.wait(timeout):
-                    self._run_share(X, T, N, loss, j, shares[j])
+        staged = int(X is not self.fixed_inputs)
+        self._share_out(
+            helpers, shares, staged, lambda slot, share: self._run_share(X, T, N, loss, slot, share)
+        )
         if probe_step is not None:
             self._record_probe(probe_step, time.perf_counter() - started)
 
