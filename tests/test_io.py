@@ -214,6 +214,34 @@ def test_a_stack_file_holds_the_stack_and_weights_per_layer(stack_classifier, tm
     assert [list(s) for s in shapes.values()] == [list(s) for s in clf.network_.param_shapes]
 
 
+def test_a_file_saved_under_another_default_network_loads_that_network(monkeypatch, tmp_path):
+    """A model fitted with no network named holds the default of its version; once the default
+    changes, loading names the stored stack as ``layers`` so it predicts, warm-starts and
+    resumes with the network the file holds."""
+    from tinycnn.estimators import _network
+
+    X, y, _ = images(shape=(1, 6, 6))
+    clf = quiet(CNNClassifier(max_iter=2, random_state=0).fit, X, y)
+    clf.save(tmp_path / "m.npz")
+    path = tmp_path / "c.npz"
+    run_with_checkpoint(CNNClassifier, dict(max_iter=4, random_state=0), X, y, 2, path)
+    assert tinycnn.load(tmp_path / "m.npz").layers is None  # today's default: nothing named
+
+    monkeypatch.setattr(_network, "DEFAULT_UNITS", 7)  # a later version's default
+    assert CNNClassifier().fit(X, y).network_ != clf.network_
+    loaded = tinycnn.load(tmp_path / "m.npz")
+    assert loaded.layers == "conv32k3p1-relu-max2-conv64k3p1-relu-flatten-dense128-relu"
+    assert loaded.network_ == clf.network_
+    assert_same_weights(loaded, clf)
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    quiet(loaded.set_params(warm_start=True).fit, X, y)
+    assert loaded.network_ == clf.network_
+    est, state = load_checkpoint(path)
+    assert est.layers == loaded.layers
+    quiet(est.fit, X, y, resume=state)
+    assert est.network_ == clf.network_ and est.n_iter_ == 4
+
+
 def test_a_loaded_stack_goes_on_training_as_the_original_would(stack_classifier, tmp_path):
     clf, X = stack_classifier
     y = clf.predict(X)
