@@ -341,9 +341,10 @@ def test_short_runs_count_calls_not_epochs(monkeypatch):
     monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
     monkeypatch.setattr(engine_module, "can_limit_blas_threads", lambda: True)
     monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
-    X = np.zeros((8 * 64, *LARGE.input_shape))
-    one_epoch = training.make_engine(LARGE, X.dtype, X, batch_size=64, epochs=1)
-    short = training.make_engine(LARGE, X.dtype, X[:7 * 64], batch_size=64, epochs=1)
+    batch = 8 * NET_CHUNK  # batches of 8 cache-sized chunks: two processes
+    X = np.zeros((8 * batch, *NET.input_shape))
+    one_epoch = training.make_engine(NET, X.dtype, X, batch_size=batch, epochs=1)
+    short = training.make_engine(NET, X.dtype, X[: 7 * batch], batch_size=batch, epochs=1)
     assert one_epoch.processes == short.processes == 2
     assert one_epoch._helpers[0] is not None and short._helpers == [None]
     one_epoch.close()
@@ -361,12 +362,12 @@ LARGE = Sequential([Conv2d(16, 5, pad=2), ReLU(), Flatten(), Dense(10)], (1, 28,
         (NET, 9 * NET_CHUNK, None, True, None, (NET_CHUNK, 2)),
         (NET, 7 * NET_CHUNK, None, True, None, (NET_CHUNK, 1)),  # < 4 chunks per process
         (NET, 9 * NET_CHUNK, None, True, "1", (NET_CHUNK, 1)),  # TINYCNN_PROCESSES=1
-        # a mini-batch of 64 of large chunks: one chunk per process, if BLAS can be one thread
-        (LARGE, 64, None, True, None, (32, 2)),
-        (LARGE, 64, None, False, None, (64, 1)),
-        (LARGE, 63, None, True, None, (32, 2)),  # a shorter last chunk
-        (LARGE, 2000, None, True, None, (64, 2)),  # full batch: chunks at the 64-sample floor
-        (LARGE, 2000, None, False, None, (64, 1)),
+        # mini-batches of large chunks: in one process, BLAS threading their products
+        (LARGE, 64, None, True, None, (64, 1)),
+        (LARGE, 200, None, True, None, (64, 1)),
+        # full batch: chunks at the 64-sample floor, shared if BLAS can be held to one thread
+        (LARGE, 2000, None, True, "fixed", (64, 2)),
+        (LARGE, 2000, None, False, "fixed", (64, 1)),
         (NET, 9 * NET_CHUNK, 3, False, None, (NET_CHUNK, 3)),  # asked for (tests)
         (LARGE, 64, 5, False, None, (64, 1)),  # never more processes than chunks
     ],
@@ -375,11 +376,15 @@ def test_the_plan_of_chunks_and_processes(monkeypatch, net, max_samples, process
                                           expected):  # fmt: skip
     monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
     monkeypatch.setattr(engine_module, "can_limit_blas_threads", lambda: blas)
+    fixed = None
+    if env == "fixed":  # full-batch training on max_samples samples
+        fixed, env = np.zeros((max_samples, *net.input_shape)), None
     if env is None:
         monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
     else:
         monkeypatch.setenv("TINYCNN_PROCESSES", env)
-    engine = Engine(net, np.float64, max_samples, processes=processes, fork_helpers=False)
+    engine = Engine(net, np.float64, max_samples, processes=processes, fork_helpers=False,
+                    fixed_inputs=fixed, cache_bytes=0)  # fmt: skip
     assert (engine.chunk, engine.processes) == expected
 
 
@@ -409,11 +414,11 @@ def test_a_shared_call_of_large_chunks_runs_blas_on_one_thread_in_every_process(
 
     monkeypatch.setattr(Engine, "_run_share", run_share)
     rng = np.random.default_rng(0)
-    X = rng.random((64, *LARGE.input_shape))
-    T = rng.dirichlet(np.ones(10), size=64)
+    X = rng.random((128, *LARGE.input_shape))  # two chunks, full batch
+    T = rng.dirichlet(np.ones(10), size=128)
     params = LARGE.init_params(0)
     before = blas_threads()
-    engine = Engine(LARGE, X.dtype, 64)
+    engine = Engine(LARGE, X.dtype, 128, fixed_inputs=X)
     assert engine.processes == 2 and engine._helpers[0] is not None
     failed = []
     monkeypatch.setattr(engine._helpers[0], "wait",

@@ -22,8 +22,9 @@ engine adds is what makes every stack fast, the same way for all of them:
   loss live in memory both processes see. Python threads cannot do this: the GIL changes hands
   at each of the many short NumPy calls of a step. Cache-sized chunks have products OpenBLAS
   runs on one core; larger ones (the 64-sample floor) it would thread, so a call of those is
-  shared only where every process can run its BLAS on one thread (``_blas.py``), and then a
-  mini-batch is cut into one chunk per process.
+  shared only where every process can run its BLAS on one thread (``_blas.py``), and only in
+  full-batch calls and forward passes: mini-batches of them stay in this process, BLAS on every
+  core (as fast, measured, without the hand-over).
 
 Results equal the plain ops' up to the order of floating-point sums; with the same shapes and
 process count, the same inputs give bit-identical results, whether or not a helper answered.
@@ -152,10 +153,13 @@ class Engine:
         if processes is None:
             if cache_sized:
                 self._min_chunks = MIN_CHUNKS_PER_PROCESS
-            elif not can_limit_blas_threads():
+            elif fixed_inputs is None or not can_limit_blas_threads():
+                # Mini-batches of large chunks stay in this process, BLAS threading their
+                # products over every core: shared, each process's BLAS on one thread, they
+                # measured no faster on two idle cores (a batch of 200 28x28 images through
+                # conv16k5: 8.9 ms alone, 12-13 shared; batches of 64 cut into one chunk per
+                # process: fits 10-25% slower), and a fit saves forking and probing helpers.
                 limit = 1
-            elif chunk_size is None:  # a mini-batch of large chunks: one chunk per process
-                n = min(n, -(-self.max_samples // limit))
         self.chunk = n
         self.fixed_inputs = fixed_inputs
         first = self.runners[0]
@@ -413,8 +417,12 @@ class Engine:
 
 
 # The first calls with helpers: the first not timed (copy-on-write faults and cold caches in
-# the helpers), then with and without them in turn, three of each.
-_PROBE = ("warm-up", "with", "alone", "with", "alone", "with", "alone")
+# the helpers), then three of each, the calls without helpers together: after a call with
+# BLAS on two threads its idle thread spins on for a while, taking the core a helper needs
+# (a call with helpers right after one without measured 105 ms against 57 on C float32), so
+# alternating them timed every call with helpers slow. Only the first of the three after the
+# calls without helpers pays that.
+_PROBE = ("warm-up", "with", "alone", "alone", "alone", "with", "with")
 # Job codes: 2*slot + staged for a share of loss_and_grads, this plus _FORWARD_JOB for a share
 # of a forward pass (slots < MAX_PROCESSES).
 _FORWARD_JOB = 32
