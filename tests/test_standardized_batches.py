@@ -121,3 +121,27 @@ def test_mini_batch_training_makes_no_standardised_copy_of_the_training_set():
         # one standardised copy takes copy_bytes; a batch, its float64 scratch, the engine's
         # buffers and, with early stopping, the validation part (10%) and its forward pass less
         assert peak_bytes(step) < copy_bytes / 2, name
+
+
+def test_a_fresh_fit_learns_the_standardisation_without_a_float64_copy_of_x():
+    """The channel statistics are summed block by block: a fresh fit (which learns them) peaks
+    below the float64 copy of X that ``np.std`` would make."""
+    X, labels, _ = data(12000, shape=(1, 16, 16))
+    X = X.astype(np.float32)
+    copy_bytes = X.shape[0] * 16 * 16 * 8  # 24 MiB; a block of the sums' scratch: 8 MiB
+    est = CNNClassifier(layers=LAYERS, batch_size=200, max_iter=1, random_state=0,
+                        dtype=np.float32)  # fmt: skip
+    assert peak_bytes(lambda: quiet_fit(est, X, labels)) < copy_bytes / 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (7, 3, 5, 4), (6000, 1, 16, 16), (900, 3, 9, 9)])
+def test_the_blockwise_std_is_numpys_up_to_the_order_of_sums(shape, dtype):
+    rng = np.random.default_rng(1)
+    images = (rng.normal(3.0, 2.0, size=shape) * np.arange(1, shape[1] + 1)[:, None, None])
+    images = images.astype(dtype)
+    mean = images.mean(axis=(0, 2, 3), dtype=np.float64)
+    np.testing.assert_allclose(
+        _base._blockwise_std(images, mean), images.std(axis=(0, 2, 3), dtype=np.float64),
+        rtol=1e-14, atol=0,
+    )  # fmt: skip

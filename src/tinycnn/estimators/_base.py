@@ -32,6 +32,24 @@ AUTO_BATCH_SIZE = 64
 STANDARDIZE_BLOCK = 1 << 20
 
 
+def _blockwise_std(images: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Per-channel standard deviation ``(C,)`` float64 of ``images`` ``(N, C, H, W)`` about
+    ``mean`` ``(C,)``: the squared deviations summed over blocks of samples in order, so that
+    the float64 scratch is one block (8 MiB), not a float64 copy of the whole data as
+    ``np.std`` makes (24 MiB for 4000 28x28 float32 images, the peak of a fit's memory). Equal
+    to ``np.std`` up to the order of the sums (measured within 2e-15 relative)."""
+    N, C, H, W = images.shape
+    step = max(1, STANDARDIZE_BLOCK // max(1, C * H * W))
+    squares = np.zeros(C)
+    for start in range(0, N, step):
+        block = images[start : start + step].astype(np.float64, copy=True)
+        block -= mean[None, :, None, None]
+        block *= block
+        squares += block.sum(axis=(0, 2, 3))
+        del block  # before the next one is made
+    return np.sqrt(squares / max(1, N * H * W))
+
+
 # Marks "no y given" (None is a y, refused by scikit-learn's check with a clear message).
 _NO_Y = object()
 
@@ -360,7 +378,7 @@ class _BaseCNN(BaseEstimator):
             return np.zeros(C), np.ones(C)
         with np.errstate(over="ignore", invalid="ignore"):
             mean = images.mean(axis=(0, 2, 3), dtype=np.float64)
-            std = images.std(axis=(0, 2, 3), dtype=np.float64)
+            std = _blockwise_std(images, mean)
         if not (np.isfinite(mean).all() and np.isfinite(std).all()):
             c = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))[0])
             largest = float(np.abs(images[:, c]).max())
