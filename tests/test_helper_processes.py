@@ -396,9 +396,14 @@ def test_a_shared_call_of_large_chunks_runs_blas_on_one_thread_in_every_process(
     monkeypatch.setattr(engine_module, "HELPER_MIN_GAIN", 1e9)  # kept, however slow here
     monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
 
+    numpy_blas = os.path.dirname(np.__file__)  # numpy's own BLAS (numpy.libs/...)
+
     def blas_threads() -> int:
-        return max(i["num_threads"] for i in threadpoolctl.threadpool_info()
-                   if i["user_api"] == "blas")  # fmt: skip
+        """NumPy's BLAS's threads: the engine's products run there (a BLAS another library
+        loaded later, such as SciPy's, is not the engine's and keeps its threads)."""
+        blas = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        own = [i for i in blas if i["filepath"].startswith(numpy_blas)] or blas
+        return max(i["num_threads"] for i in own)
 
     seen = []
     original = Engine._run_share
