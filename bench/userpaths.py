@@ -324,7 +324,10 @@ def profile_epoch(net: Sequential, X, T, dtype, batch_size: int | None, optimize
     finally:
         engine.close()
     costs = []
-    for runner, layer, gflop in zip(engine.runners, net.layers, layer_flops(net, N)):
+    flops = layer_flops(net, N)
+    # In the engine's order (a ReLU before a max pool runs after it: engine.run_order).
+    for runner in engine.runners:
+        layer, gflop = net.layers[runner.index], flops[runner.index]
         costs.append(LayerCost(repr(layer), spent[(id(runner), "forward")] * 1e3 / epochs,
                                spent[(id(runner), "backward")] * 1e3 / epochs, gflop))  # fmt: skip
     return costs, spent[(id(optimizer), "step")] * 1e3 / epochs, whole

@@ -213,6 +213,63 @@ def test_parameters_in_any_memory_layout_give_the_same_gradients():
     assert_bit_identical(STACK.loss_and_grads(odd, X, T), expected, "odd layouts")
 
 
+def test_a_relu_before_a_max_pool_runs_after_it():
+    from tinycnn.engine import build_runners, run_order
+
+    shape = (1, 8, 8)
+    cases = [
+        ([Conv2d(2, 3), ReLU(), MaxPool2d(2), Flatten(), Dense(2)], [0, 2, 1, 3, 4]),
+        ([ReLU(), MaxPool2d(2), Conv2d(1, 2), Flatten()], [1, 0, 2, 3]),
+        ([ReLU(), ReLU(), MaxPool2d(2), MaxPool2d(2), Flatten()], [0, 2, 3, 1, 4]),
+        ([ReLU(), AvgPool2d(2), MaxPool2d(2), ReLU(), Flatten()], [0, 1, 2, 3, 4]),  # average
+    ]
+    for layers, expected in cases:
+        net = Sequential(layers, shape)
+        assert run_order(net) == expected, layers
+        runners = build_runners(net, np.dtype(np.float64))
+        assert [r.index for r in runners] == expected
+        assert runners[-1].out_shape == net.output_shape
+
+
+TIED_STACKS = [
+    [Conv2d(3, 3, pad=1), ReLU(), MaxPool2d(2), Flatten(), Dense(3)],
+    [ReLU(), MaxPool2d(2), Conv2d(2, 2), ReLU(), Flatten(), Dense(3)],
+    [Conv2d(2, 1), ReLU(), ReLU(), MaxPool2d(3, 1), MaxPool2d(2), Flatten(), Dense(3)],
+    [Conv2d(2, 3, pad=1), ReLU(), MaxPool2d(3, 2), Conv2d(2, 1), Flatten(), Dense(3)],
+]
+
+
+@pytest.mark.parametrize("with_nan", [False, True])
+@pytest.mark.parametrize("layers", TIED_STACKS, ids=range(len(TIED_STACKS)))
+def test_pooling_before_the_relu_gives_the_numbers_of_the_stacks_order(monkeypatch, layers,
+                                                                         with_nan):  # fmt: skip
+    """Inputs and weights of a few small integers make ties (and exact zeros) in every window;
+    moving the ReLU after the max pool changes no number of the outputs or gradients."""
+    import tinycnn.engine as engine_module
+
+    net = Sequential(layers, (2, 7, 7))
+    rng = np.random.default_rng(4)
+    X = rng.integers(-2, 3, size=(6, *net.input_shape)).astype(np.float64)
+    if with_nan:
+        X[1, 0, 2, 3] = np.nan
+    T = rng.random((6, 3))
+    params = [rng.integers(-1, 2, size=s).astype(np.float64) for s in net.param_shapes]
+    assert engine_module.run_order(net) != list(range(len(layers)))
+    results = {}
+    for moved in (True, False):
+        if not moved:
+            monkeypatch.setattr(engine_module, "run_order", lambda n: list(range(len(n.layers))))
+        engine = Engine(net, X.dtype, len(X), processes=1)
+        outputs = engine.forward(params, X)
+        results[moved] = (outputs, *copied(engine.loss_and_grads(params, X, T, "mse")))
+    moved, in_order = results[True], results[False]
+    np.testing.assert_array_equal(moved[0], in_order[0])  # outputs
+    np.testing.assert_array_equal(moved[1], in_order[1])  # loss (NaN equals NaN here)
+    for g, e in zip(moved[2], in_order[2], strict=True):
+        np.testing.assert_array_equal(g, e)
+    assert np.isnan(moved[0]).any() == with_nan
+
+
 def test_relu_gradient_is_zero_where_a_window_sees_only_padding():
     # k = 1 and pad = 1: the border outputs read only padding, so there z = bias = 0 exactly,
     # and ReLU must pass no gradient (x > 0, as the seed and PyTorch).

@@ -44,7 +44,7 @@ import numpy.typing as npt
 
 from ._blas import can_limit_blas_threads, one_blas_thread, set_one_blas_thread
 from ._helper_process import HelperProcess, SharedArena, available_cpus, can_fork_helpers
-from .layers import Flatten, ReLU, _Runner, hwc_order
+from .layers import Flatten, MaxPool2d, ReLU, _Runner, hwc_order
 from .ops.losses import mse_loss, softmax_cross_entropy
 
 if TYPE_CHECKING:  # model.py imports this module
@@ -88,12 +88,34 @@ def chunk_size_for(per_sample: int) -> int:
     return max(1, min(MIN_CHUNK_SAMPLES, MAX_CHUNK_ELEMENTS // per_sample))
 
 
+def run_order(net: Sequential) -> list[int]:
+    """The order in which the engine runs ``net``'s layers (indices into ``net.layers``): the
+    stack's own, except that a ``ReLU`` right before a ``MaxPool2d`` runs after it.
+
+    ``max`` commutes with ``max(., 0)``, so the outputs are the same numbers, and so are the
+    gradients: the pooled gradient goes to the window's first maximum and is kept where that
+    maximum is positive, either way (a window of numbers <= 0 or with a NaN maximum sends
+    nothing back in both orders). Run after the pooling, the ReLU and its mask cover a quarter
+    of the numbers (2x2 windows): cifar's two ReLUs measured 78 ms of a 1175 ms epoch before.
+    """
+    layers = net.layers
+    order = list(range(len(layers)))
+    for i in range(len(layers) - 1):
+        if isinstance(layers[order[i]], ReLU) and isinstance(layers[order[i + 1]], MaxPool2d):
+            order[i], order[i + 1] = order[i + 1], order[i]
+    return order
+
+
 def build_runners(net: Sequential, dtype: np.dtype) -> list[_Runner]:
-    """One runner per layer, told whether it may write over its input (see ``layers.py``)."""
+    """One runner per layer, in :func:`run_order`, told whether it may write over its input
+    (see ``layers.py``); ``runner.index`` is its layer's position in ``net.layers``."""
     runners: list[_Runner] = []
     protected, perm = True, None  # the network's input is the user's
-    for i, (layer, shape) in enumerate(zip(net.layers, net.shapes)):
+    shape = net.input_shape
+    for i, index in enumerate(run_order(net)):
+        layer = net.layers[index]
         runner = layer.runner(shape, dtype, i == 0, protected)
+        runner.index = index
         runner.in_perm = perm
         # An input gradient is wanted only if some earlier layer has parameters.
         runner.need_dx = any(r.n_params for r in runners)
@@ -106,6 +128,7 @@ def build_runners(net: Sequential, dtype: np.dtype) -> list[_Runner]:
         elif not isinstance(layer, Flatten):
             protected = runner.needs_output
         runners.append(runner)
+        shape = runner.out_shape
     return runners
 
 
