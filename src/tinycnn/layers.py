@@ -519,7 +519,9 @@ class _PoolRunner(_Runner):
         self.out = np.zeros((chunk, oh, ow, C), dtype=self.dtype)
         self.rows = np.zeros((chunk, oh, W, C), dtype=self.dtype)  # the forward's first step
         self.dx = None if self.dx_in_place or self.first else np.zeros((chunk, H, W, C), self.dtype)
-        if self.is_max:  # the backward's scratch: one block of window rows, not per sample
+        # The max backward's scratch (one block of window rows, not per sample), where it runs.
+        self.scratch = None
+        if self.is_max and not self.first and self.need_dx:
             self.scratch = max_pool_backward_scratch((chunk, H, W, C), self.size, self.stride,
                                                      self.dtype)  # fmt: skip
 
