@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stacks import (
     assert_bit_identical,
+    assert_grads_close,
     assert_same_result,
     copied,
     problem_for,
@@ -268,6 +269,38 @@ def test_pooling_before_the_relu_gives_the_numbers_of_the_stacks_order(monkeypat
     for g, e in zip(moved[2], in_order[2], strict=True):
         np.testing.assert_array_equal(g, e)
     assert np.isnan(moved[0]).any() == with_nan
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_backward_paths_and_blocks_give_the_engine_the_same_bits(monkeypatch, dtype):
+    """The max-pool backward gathers its taps or goes tap by tap (``ops.pool._gathers``), in
+    blocks of window rows: forced either way, in blocks of one window row or the default, the
+    engine's gradients are the same bits, on inputs and weights full of ties; pools that tile
+    with a partial edge (13 -> 6) and that leave gaps (stride 3), 8 and 9 channels, chunks of
+    3 + 3 + 1 samples (the last one smaller than the scratch planned for 3)."""
+    from tinycnn.ops import pool
+
+    net = Sequential([Conv2d(8, 3, pad=1), ReLU(), MaxPool2d(2), Conv2d(9, 2), MaxPool2d(2, 3),
+                      Flatten(), Dense(3)], (2, 13, 13))  # fmt: skip
+    rng = np.random.default_rng(5)
+    X = rng.integers(-2, 3, size=(7, *net.input_shape)).astype(dtype)
+    T = rng.random((7, 3)).astype(dtype)
+    params = [rng.integers(-1, 2, size=s).astype(dtype) for s in net.param_shapes]
+
+    def run():
+        engine = Engine(net, np.dtype(dtype), len(X), chunk_size=3, processes=1)
+        return copied(engine.loss_and_grads(params, X, T, "mse"))
+
+    default = run()
+    as64 = [p.astype(np.float64) for p in params]
+    _, expected = reference_loss_and_grads(net, as64, X.astype(np.float64), T, "mse")
+    assert_grads_close(default[1], expected, 1e-5 if dtype == np.float32 else 1e-12, "default")
+    for gathers in (True, False):
+        for block_bytes in (1, pool._BLOCK_BYTES):
+            with monkeypatch.context() as patch:
+                patch.setattr(pool, "_gathers", lambda x, gathers=gathers: gathers)
+                patch.setattr(pool, "_BLOCK_BYTES", block_bytes)
+                assert_bit_identical(run(), default, f"gathers {gathers}, blocks {block_bytes}")
 
 
 def test_relu_gradient_is_zero_where_a_window_sees_only_padding():

@@ -3,6 +3,8 @@ torch.nn.functional, over sizes, strides, odd image sizes and integer inputs tha
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -139,3 +141,130 @@ def test_torch_routes_ties_like_us():
     x = torch.tensor([[[[2.0, 2.0], [2.0, 2.0]]]], dtype=torch.float64, requires_grad=True)
     F.max_pool2d(x, 2).sum().backward()
     assert x.grad.tolist() == [[[[1.0, 0.0], [0.0, 0.0]]]]
+
+
+# ---------------------------------------------------------------- the channels-last max-pool core
+# max_pool_backward_cl has two paths for windows that do not overlap (stride >= size): the taps
+# gathered into one tap-major array, or tap by tap over strided views (pool._gathers picks one),
+# each in blocks of window rows; overlapping windows go tap by tap in blocks of whole samples.
+# The tests below pin every path, at every block size, against plain loops, bit for bit.
+
+
+def first_max_loops(dout, x, size, stride):
+    """Plain loops: ``dx`` ``(N, H, W, C)`` of channels-last ``x`` for ``dout``
+    ``(N, out_h, out_w, C)``: each window's gradient to its first maximum in row-major order,
+    nowhere when the window holds a NaN; the gradients a pixel gets from several windows added
+    tap by tap in row-major order (the order the core adds them in)."""
+    N, out_h, out_w, C = dout.shape
+    first = {}
+    for n, i, j, c in np.ndindex(N, out_h, out_w, C):
+        window = x[n, i * stride : i * stride + size, j * stride : j * stride + size, c]
+        if not np.isnan(window).any():
+            first[n, i, j, c] = divmod(int(np.argmax(window)), size)  # argmax: the first max
+    dx = np.zeros_like(x)
+    for a, b in np.ndindex(size, size):
+        for (n, i, j, c), tap in first.items():
+            if tap == (a, b):
+                dx[n, i * stride + a, j * stride + b, c] += dout[n, i, j, c]
+    return dx
+
+
+@st.composite
+def channels_last_pools(draw, overlapping: bool):
+    """``(x, size, stride, dout)``: channels-last ``x`` ``(N, H, W, C)``, float32 or float64,
+    whose windows tie often (numbers from {0, 1}, or from {-1, 0, 1} with -0.0 among the zeros)
+    or not (normal numbers), with NaN at times; image sides from one window to a few windows
+    plus a partial one; stride below size when ``overlapping``, else from size up to size + 2
+    (tiling windows and windows with gaps)."""
+    size = draw(st.integers(1, 4) if not overlapping else st.integers(2, 4))
+    stride = draw(st.integers(1, size - 1) if overlapping else st.integers(size, size + 2))
+    N, C = draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    H, W = draw(st.integers(size, 3 * size + 3)), draw(st.integers(size, 3 * size + 3))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    values = draw(st.sampled_from(["zero-one", "signed", "normal"]))
+    if values == "zero-one":
+        x = rng.integers(0, 2, size=(N, H, W, C)).astype(dtype)
+    elif values == "signed":
+        x = rng.integers(-1, 2, size=(N, H, W, C)).astype(dtype)
+        x[(x == 0) & (rng.random(x.shape) < 0.5)] = -0.0
+    else:
+        x = rng.standard_normal((N, H, W, C)).astype(dtype)
+    if draw(st.booleans()):
+        x[rng.random(x.shape) < 0.05] = np.nan
+    out_h, out_w = pool.pool_output_size(H, size, stride), pool.pool_output_size(W, size, stride)
+    dout = rng.standard_normal((N, out_h, out_w, C)).astype(dtype)  # negatives: -0.0 products
+    return x, size, stride, dout
+
+
+def run_core(x, size, stride, dout, block_bytes, extra_samples):
+    """``max_pool_backward_cl`` on the forward's output, ``dx`` filled with 7 beforehand (so a
+    pixel the core leaves unwritten shows), with scratch made for ``extra_samples`` more samples
+    (the engine's last, smaller chunk) and blocks of about ``block_bytes`` of taps."""
+    out = np.empty(dout.shape, x.dtype)
+    pool.max_pool_forward_cl(x, size, stride, out)
+    shape = (x.shape[0] + extra_samples, *x.shape[1:])
+    with mock.patch.object(pool, "_BLOCK_BYTES", block_bytes):
+        scratch = pool.max_pool_backward_scratch(shape, size, stride, x.dtype)
+    dx = np.full_like(x, 7)
+    assert pool.max_pool_backward_cl(dout, x, out, size, stride, dx, scratch) is dx
+    return dx
+
+
+def bits(a):
+    """The bytes of ``a``: equal only if equal bit for bit (-0.0 is not 0.0, NaN equals NaN)."""
+    return a.view(f"u{a.itemsize}")
+
+
+BLOCK_BYTES = st.sampled_from([1, 200, 4096, pool._BLOCK_BYTES])  # 1: a window row per block
+
+
+@given(case=channels_last_pools(overlapping=False), block_bytes=BLOCK_BYTES,
+       extra=st.integers(0, 2))  # fmt: skip
+def test_max_pool_core_gathered_and_by_tap_paths_equal_the_loops_bit_for_bit(case, block_bytes,
+                                                                              extra):  # fmt: skip
+    """Windows that do not overlap: the gathered path and the tap-by-tap path give the same
+    bits (-0.0 where ``dout * 0`` gives it, the first maximum's gradient on ties, none for a
+    window with a NaN, 0 for pixels in no window), and the numbers of the plain loops."""
+    x, size, stride, dout = case
+    results = {}
+    for gathers in (True, False):
+        with mock.patch.object(pool, "_gathers", lambda x, gathers=gathers: gathers):
+            results[gathers] = run_core(x, size, stride, dout, block_bytes, extra)
+    np.testing.assert_array_equal(bits(results[True]), bits(results[False]))
+    expected = first_max_loops(dout, x, size, stride)
+    np.testing.assert_array_equal(results[True], expected)  # -0.0 == 0.0 here
+    assert results[True].dtype == x.dtype
+
+
+@given(case=channels_last_pools(overlapping=True), block_bytes=BLOCK_BYTES,
+       extra=st.integers(0, 2))  # fmt: skip
+def test_max_pool_core_overlapping_windows_add_in_tap_order_at_any_block_size(case, block_bytes,
+                                                                            extra):  # fmt: skip
+    """Overlapping windows: a pixel held by several windows gets the sum of their gradients in
+    tap order, the loops' numbers exactly, whatever the block size."""
+    x, size, stride, dout = case
+    got = run_core(x, size, stride, dout, block_bytes, extra)
+    np.testing.assert_array_equal(got, first_max_loops(dout, x, size, stride))
+
+
+@given(case=channels_last_pools(overlapping=False))
+def test_max_pool_plain_loops_of_these_tests_match_tinycnn_naive(case):
+    """The loops above agree with ``tinycnn.naive`` (which has no NaN rule: inputs without NaN)
+    on windows that do not overlap, the case where the order of sums cannot differ."""
+    x, size, stride, dout = case
+    x = np.nan_to_num(x, nan=0.5)
+    to_nchw = (0, 3, 1, 2)
+    expected = naive.max_pool2d_backward(dout.transpose(to_nchw), x.transpose(to_nchw), size,
+                                         stride).transpose(0, 2, 3, 1)  # fmt: skip
+    np.testing.assert_array_equal(first_max_loops(dout, x, size, stride), expected)
+
+
+def test_max_pool_core_picks_its_path_by_channels_and_size():
+    """One channel, and inputs of long pixels that fit in cache, go tap by tap; the rest is
+    gathered (either way the same numbers: the tests above pin both paths)."""
+    gathered = {(64, 28, 28, 6): True, (64, 32, 32, 32): True, (64, 16, 16, 64): True,
+                (8, 28, 28, 2): True, (64, 10, 10, 16): False, (64, 6, 6, 64): False,
+                (64, 28, 28, 1): False, (64, 56, 56, 1): False}  # fmt: skip
+    for shape, expected in gathered.items():
+        assert pool._gathers(np.empty(shape, np.float32)) == expected, shape

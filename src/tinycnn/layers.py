@@ -34,6 +34,7 @@ from .ops.pool import (
     avg_pool_backward_cl,
     avg_pool_forward_cl,
     max_pool_backward_cl,
+    max_pool_backward_scratch,
     max_pool_forward_cl,
     pool_output_size,
 )
@@ -518,9 +519,11 @@ class _PoolRunner(_Runner):
         self.out = np.zeros((chunk, oh, ow, C), dtype=self.dtype)
         self.rows = np.zeros((chunk, oh, W, C), dtype=self.dtype)  # the forward's first step
         self.dx = None if self.dx_in_place or self.first else np.zeros((chunk, H, W, C), self.dtype)
-        if self.is_max:
-            self.claimed = np.zeros((chunk, oh, ow, C), dtype=bool)
-            self.hit = np.zeros((chunk, oh, ow, C), dtype=bool)
+        # The max backward's scratch (one block of window rows, not per sample), where it runs.
+        self.scratch = None
+        if self.is_max and not self.first and self.need_dx:
+            self.scratch = max_pool_backward_scratch((chunk, H, W, C), self.size, self.stride,
+                                                     self.dtype)  # fmt: skip
 
     def forward(self, x, m, chunk_index, fixed):
         x = self._images(x)
@@ -535,9 +538,8 @@ class _PoolRunner(_Runner):
         dx = self._x if self.dx_in_place else self.dx[:m]
         if self.is_max:
             return max_pool_backward_cl(
-                dy, self._x, self.out[:m], self.size, self.stride, dx,
-                self.claimed[:m], self.hit[:m],
-            )  # fmt: skip
+                dy, self._x, self.out[:m], self.size, self.stride, dx, self.scratch
+            )
         return avg_pool_backward_cl(dy, self.size, self.stride, dx)
 
 
