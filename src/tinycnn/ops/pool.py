@@ -326,6 +326,24 @@ def _first_hits(hits: np.ndarray, seen: np.ndarray, mask: np.ndarray) -> None:
         np.greater(hits[2:], seen, out=mask[2:])
 
 
+def _claim_taps(x, dx, out, size, stride, hit, claimed):
+    """Yield tap ``(a, b)``'s view of ``dx`` for each tap of the windows of channels-last ``x``
+    in row-major order (both ``(N, H, W, C)``, windows ``out.shape[1:3]``), after setting the
+    bool ``hit`` (shaped like ``out``) to the windows whose maximum that tap holds and no
+    earlier tap did; ``claimed`` (the same shape; may be ``hit`` itself when ``size`` is 1)
+    gathers the windows taken so far."""
+    out_h, out_w = out.shape[1], out.shape[2]
+    dx_taps = _taps(dx, size, stride, out_h, out_w)
+    for (a, b, tap), (_, _, dx_tap) in zip(_taps(x, size, stride, out_h, out_w), dx_taps):
+        np.equal(tap, out, out=hit)
+        if a == 0 and b == 0:
+            np.copyto(claimed, hit)
+        else:
+            np.greater(hit, claimed, out=hit)  # equal to the max and not claimed before
+            np.logical_or(claimed, hit, out=claimed)
+        yield dx_tap
+
+
 def _backward_by_tap(dout, x, out, size, stride, dx, scratch) -> None:
     """:func:`max_pool_backward_cl` for windows that do not overlap, tap by tap over strided
     views (no gathered copy): per block of window rows, for each tap in row-major order,
@@ -345,15 +363,7 @@ def _backward_by_tap(dout, x, out, size, stride, dx, scratch) -> None:
         else:
             o, d = out[n0:n1, r0:r1], dout[n0:n1, r0:r1]
             xs, dxs = x[n0:n1, r0 * stride :], dx[n0:n1, r0 * stride :]
-        for a, b, tap in _taps(xs, size, stride, r1 - r0, out_w):
-            np.equal(tap, o, out=hit)
-            if a == 0 and b == 0:
-                np.copyto(claimed, hit)
-            else:
-                np.greater(hit, claimed, out=hit)  # equal to the max and not claimed before
-                np.logical_or(claimed, hit, out=claimed)
-            dx_tap = dxs[:, a : a + stride * (r1 - r0 - 1) + 1 : stride,
-                         b : b + stride * (out_w - 1) + 1 : stride]  # fmt: skip
+        for dx_tap in _claim_taps(xs, dxs, o, size, stride, hit, claimed):
             np.multiply(d, hit, out=dx_tap)
 
 
@@ -370,18 +380,10 @@ def _backward_overlapping(dout, x, out, size, stride, dx, rows, scratch) -> None
         n = math.prod(shape)
         mask, hit, claimed = (a[:n].reshape(shape) for a in (scratch.numbers, scratch.hits,
                                                               scratch.seen))  # fmt: skip
-        o, d, dx_n = out[n0:n1], dout[n0:n1], dx[n0:n1]
-        for a, b, tap in _taps(x[n0:n1], size, stride, out_h, out_w):
-            np.equal(tap, o, out=hit)
-            if a == 0 and b == 0:
-                np.copyto(claimed, hit)
-                np.copyto(mask, hit)
-            else:
-                np.greater(hit, claimed, out=mask)  # equal to the max and not claimed before
-                np.logical_or(claimed, hit, out=claimed)
+        d = dout[n0:n1]
+        for dx_tap in _claim_taps(x[n0:n1], dx[n0:n1], out[n0:n1], size, stride, hit, claimed):
+            np.copyto(mask, hit)
             np.multiply(mask, d, out=mask)
-            dx_tap = dx_n[:, a : a + stride * (out_h - 1) + 1 : stride,
-                          b : b + stride * (out_w - 1) + 1 : stride]  # fmt: skip
             np.add(dx_tap, mask, out=dx_tap)
 
 
