@@ -149,6 +149,12 @@ def default_layers(image_shape: tuple[int, int, int]) -> tuple[Layer, ...]:
     return (*layers, Flatten(), Dense(DEFAULT_UNITS), ReLU())
 
 
+def names_no_network(est: Any) -> bool:
+    """Whether ``est``'s parameters name no network (no ``layers``, no shorthand value): it
+    trains the default network of its version."""
+    return est.layers is None and all(getattr(est, n) is None for n in SHORTHAND_DEFAULTS)
+
+
 def network_of(est: Any, image_shape: tuple[int, int, int], n_outputs: int) -> Network:
     """The network ``est``'s parameters describe on images ``(C, H, W)`` with ``n_outputs``
     outputs; a stack that does not fit the images raises ``ValueError`` naming the layer."""

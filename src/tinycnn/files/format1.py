@@ -24,7 +24,7 @@ SPEC_FIELDS = ("in_channels", "height", "width", "n_filters", "kernel_size", "st
 
 class Format1Reader(ModelReader):
     def network(self, est: Any):
-        from ..estimators._network import SHORTHAND_DEFAULTS, network_of
+        from ..estimators._network import SHORTHAND_DEFAULTS, names_no_network, network_of
 
         spec_config = self.config["fitted"].get("spec")
         if not isinstance(spec_config, dict) or set(spec_config) != {*SPEC_FIELDS, "n_outputs"}:
@@ -36,7 +36,7 @@ class Format1Reader(ModelReader):
         if spec.out_h < 1 or spec.out_w < 1:
             raise self.fail(f"fitted.spec gives an empty conv output: {spec}")
         C, H, W = spec.in_channels, spec.height, spec.width
-        if est.layers is None and all(getattr(est, n) is None for n in SHORTHAND_DEFAULTS):
+        if names_no_network(est):
             # Saved when the default network was this one (before issue 11's defaults): name
             # it, so that warm starts and partial_fit go on with the network the file holds.
             est.set_params(n_filters=SHORTHAND_DEFAULTS["n_filters"])

@@ -185,7 +185,7 @@ class Format2Reader(ModelReader):
             raise self.fail("a model file carries a state; only a checkpoint does")
 
     def network(self, est: Any):
-        from ..estimators._network import SHORTHAND_DEFAULTS, default_layers, network_of
+        from ..estimators._network import default_layers, names_no_network, network_of
 
         network = self.config["network"]
         if not isinstance(network, dict) or set(network) != {"layers", "input_shape"}:
@@ -201,10 +201,7 @@ class Format2Reader(ModelReader):
             stack = Sequential(parse_layers(text, "network.layers"), tuple(shape))
         except (TypeError, ValueError) as exc:
             raise self.fail(f"the stored network is not a stack on {shape}: {exc}") from None
-        names_no_network = est.layers is None and all(
-            getattr(est, n) is None for n in SHORTHAND_DEFAULTS
-        )
-        if names_no_network and default_layers(stack.input_shape) != tuple(stack.layers[:-1]):
+        if names_no_network(est) and default_layers(stack.input_shape) != tuple(stack.layers[:-1]):
             # Saved under another version's default network: name the stored one (all but its
             # output Dense), so that the model predicts, warm-starts and resumes with the
             # network the file holds rather than with today's default.
