@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import settings
 
+from tinycnn import inference
 from tinycnn.gradcheck import numerical_gradient
 
 # Two test workers share two cores: one thread each keeps them from fighting over the CPU.
@@ -38,6 +40,14 @@ torch.set_num_threads(1)
 # deadline=None: timings on a shared 2-core machine are noise, never a test failure.
 settings.register_profile("tinycnn", deadline=None, max_examples=30, print_blob=True)
 settings.load_profile("tinycnn")
+
+
+@pytest.fixture(autouse=True)
+def no_kept_inference_engine_between_tests():
+    """A large forward pass keeps its engine and helper process for a couple of seconds
+    (``tinycnn.inference``): closed after every test, so that no test sees another's."""
+    yield
+    inference.release()
 
 
 def rel_error(actual, expected) -> float:

@@ -18,7 +18,7 @@ import pytest
 from stacks import assert_bit_identical, assert_same_result, copied, problem_for
 
 import tinycnn
-from tinycnn import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, Sequential
+from tinycnn import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU, Sequential, inference
 from tinycnn import engine as engine_module
 from tinycnn._helper_process import HelperProcess, can_fork_helpers
 from tinycnn.engine import Engine
@@ -59,6 +59,7 @@ def no_helper_outlives_its_test():
     yield
     import gc
 
+    inference.release()  # the engine a large forward pass keeps, and its helpers
     gc.collect()  # engines a test dropped: their finalizers stop their helpers
     deadline = time.monotonic() + 5
     while (left := set(children_of(os.getpid())) - before) and time.monotonic() < deadline:
@@ -511,13 +512,110 @@ def test_a_forward_pass_is_shared_with_the_same_outputs(fixed):
     engine.close()
 
 
-def test_inference_engines_share_only_large_inputs(monkeypatch):
+@pytest.fixture
+def kept(monkeypatch):
+    """``tinycnn.inference`` sharing passes from 64 samples on, between two processes."""
     monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
     monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
-    small = np.zeros((engine_module.MIN_SAMPLES_TO_SHARE_INFERENCE - 1, *NET.input_shape))
-    large = np.zeros((engine_module.MIN_SAMPLES_TO_SHARE_INFERENCE * 4, *NET.input_shape))
-    assert engine_module.inference_engine(NET, np.float64, small).processes == 1
-    engine = engine_module.inference_engine(NET, np.float64, large)
-    assert engine.processes == 2 and engine._helpers[0] is not None
-    assert engine.runners[0].n_kept_chunks == 0  # one pass: no windows kept
-    engine.close()
+    monkeypatch.setattr(inference, "MIN_SAMPLES_TO_SHARE", 64)
+    inference.release()
+    yield inference
+    inference.release()
+
+
+def fresh_forward(params, X):
+    """A pass through an engine of its own over X itself, in one process (no engine kept)."""
+    return Engine(NET, X.dtype, len(X), fixed_inputs=X, cache_bytes=0, processes=1).forward(
+        params, X
+    )
+
+
+def test_small_passes_run_in_one_process_and_keep_nothing(kept):
+    X, _, params = problem(n=63)
+    before = set(children_of(os.getpid()))
+    np.testing.assert_array_equal(kept.forward_pass(NET, params, X), fresh_forward(params, X))
+    assert kept._kept.engine is None and set(children_of(os.getpid())) == before
+
+
+def test_a_large_pass_keeps_its_engine_and_helper_for_the_next_one(kept):
+    X, _, params = problem(n=700)
+    out = kept.forward_pass(NET, params, X)
+    np.testing.assert_array_equal(out, fresh_forward(params, X))
+    engine = kept._kept.engine
+    assert engine is not None and engine.processes == 2 and engine.runners[0].n_kept_chunks == 0
+    helper = engine._helpers[0]
+    jobs = []
+    original_start = helper.start
+    helper.start = lambda code: jobs.append(code) or original_start(code)
+    # Fewer samples, cut into the same chunks: the same engine, its helper doing a share.
+    assert engine.chunk < 650
+    np.testing.assert_array_equal(kept.forward_pass(NET, params, X[:650]),
+                                  fresh_forward(params, X[:650]))  # fmt: skip
+    assert kept._kept.engine is engine and helper.alive
+    assert jobs == [engine_module._FORWARD_JOB + 2 + 1]  # its share, of staged inputs
+    # Another dtype: a new engine, and the old one's helper exits.
+    X32, params32 = X.astype(np.float32), [p.astype(np.float32) for p in params]
+    np.testing.assert_array_equal(kept.forward_pass(NET, params32, X32),
+                                  fresh_forward(params32, X32))  # fmt: skip
+    assert kept._kept.engine is not engine and wait_until_gone(helper.pid, 5)
+
+
+def test_a_pass_of_fewer_samples_than_a_chunk_gets_an_engine_of_its_own_size(kept):
+    """Reusing an engine with 71-sample chunks for 64 samples would cut them differently from
+    a fresh engine (one chunk of 64): a new engine is made instead."""
+    X, _, params = problem(n=700)
+    kept.forward_pass(NET, params, X)
+    engine = kept._kept.engine
+    assert engine.chunk == 71
+    np.testing.assert_array_equal(kept.forward_pass(NET, params, X[:64]),
+                                  fresh_forward(params, X[:64]))  # fmt: skip
+    assert kept._kept.engine is not engine and kept._kept.engine.max_samples == 64
+
+
+def test_the_kept_engine_closes_after_a_while_without_passes(kept, monkeypatch):
+    monkeypatch.setattr(inference, "KEEP_SECONDS", 0.1)
+    X, _, params = problem(n=700)
+    kept.forward_pass(NET, params, X)
+    helper = kept._kept.engine._helpers[0]
+    assert wait_until_gone(helper.pid, 5)
+    assert kept._kept.engine is None and kept._kept.timer is None
+
+
+def test_inputs_larger_than_a_block_go_through_in_blocks_with_the_same_bits(kept, monkeypatch):
+    """Blocks of whole chunks (4 x 71 samples of a 300-sample engine), so that the chunks fall
+    where a fresh engine's do."""
+    X, _, params = problem(n=900)
+    monkeypatch.setattr(inference, "BLOCK_BYTES", 300 * X[0].nbytes)
+    blocks = []
+    original = Engine.forward
+
+    def forward(self, p, x):
+        blocks.append(len(x))
+        return original(self, p, x)
+
+    monkeypatch.setattr(Engine, "forward", forward)
+    out = kept.forward_pass(NET, params, X)
+    engine = kept._kept.engine
+    assert engine.max_samples == 300 and engine.chunk == 71
+    assert blocks == [284, 284, 284, 48]
+    np.testing.assert_array_equal(out, fresh_forward(params, X))
+
+
+def test_a_pass_while_another_thread_holds_the_kept_engine_gets_its_own(kept):
+    X, _, params = problem(n=700)
+    with kept._kept.lock:
+        np.testing.assert_array_equal(kept.forward_pass(NET, params, X), fresh_forward(params, X))
+        assert kept._kept.engine is None
+
+
+def test_a_forked_process_starts_without_the_parents_kept_engine(kept):
+    X, _, params = problem(n=700)
+    kept.forward_pass(NET, params, X)
+    with kept._kept.lock:  # held across the fork, as by another thread
+        pid = os.fork()
+        if pid == 0:  # the child: a fresh, free lock and no engine
+            fresh = kept._kept.engine is None and kept._kept.lock.acquire(blocking=False)
+            os._exit(0 if fresh else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert kept._kept.engine is not None and kept._kept.engine._helpers[0].alive

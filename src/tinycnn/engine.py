@@ -145,7 +145,9 @@ class Engine:
     process may use, at most :data:`MAX_PROCESSES` or ``TINYCNN_PROCESSES``, and only as many
     as have :data:`MIN_CHUNKS_PER_PROCESS` chunks each. The split is a fixed function of the
     shapes and the process count. With ``fork_helpers=False`` this process computes every
-    share itself, with the same numbers. :meth:`close` stops the helpers.
+    share itself, with the same numbers. :meth:`close` stops the helpers. An engine for
+    forward passes only (``forward_only``) shares calls on any inputs it is handed, not only
+    on ``fixed_inputs``: with no backward pass, sharing large chunks pays there too.
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class Engine:
         chunk_size: int | None = None,
         processes: int | None = None,
         fork_helpers: bool = True,
+        forward_only: bool = False,
     ) -> None:
         dt = np.dtype(dtype)
         self.net, self.dtype, self.max_samples = net, dt, int(max_samples)
@@ -176,7 +179,7 @@ class Engine:
         if processes is None:
             if cache_sized:
                 self._min_chunks = MIN_CHUNKS_PER_PROCESS
-            elif fixed_inputs is None or not can_limit_blas_threads():
+            elif (fixed_inputs is None and not forward_only) or not can_limit_blas_threads():
                 # Mini-batches of large chunks stay in this process, BLAS threading their
                 # products over every core: shared, each process's BLAS on one thread, they
                 # measured no faster on two idle cores (a batch of 200 28x28 images through
@@ -451,20 +454,6 @@ _PROBE = ("warm-up", "with", "alone", "alone", "alone", "with", "with")
 _FORWARD_JOB = 32
 _LOSS_NAMES = sorted(LOSSES)
 _LOSS_CODES = {name: code for code, name in enumerate(_LOSS_NAMES)}
-
-
-# A forward pass over fewer samples than this runs in one process: forking a helper costs a few
-# milliseconds, about the forward pass of a few hundred small images.
-MIN_SAMPLES_TO_SHARE_INFERENCE = 1024
-
-
-def inference_engine(net: Sequential, dtype: npt.DTypeLike, X: np.ndarray) -> Engine:
-    """An engine for forward passes over ``X`` ``(N, C, H, W)`` itself (its windows not kept),
-    sharing the chunks with helpers when ``X`` is large enough to pay for forking them. Close
-    it (or drop it) when done."""
-    N = max(1, X.shape[0])
-    processes = None if N >= MIN_SAMPLES_TO_SHARE_INFERENCE else 1
-    return Engine(net, dtype, N, fixed_inputs=X, cache_bytes=0, processes=processes)
 
 
 def _process_limit(requested: int | None) -> int:

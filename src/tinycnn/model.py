@@ -25,7 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ._validation import check_float_dtype, check_int, check_real_array
-from .engine import LOSSES, Engine, build_runners, inference_engine
+from .engine import LOSSES, Engine, build_runners
+from .inference import forward_pass
 from .layers import (
     LAYER_TYPES,
     AvgPool2d,
@@ -194,11 +195,7 @@ class Sequential:
         params = self.check_params(params)
         dtype = params[0].dtype if params else np.dtype(np.float64)
         X = self._check_inputs(X, dtype)
-        engine = inference_engine(self, dtype, X)
-        try:
-            return engine.forward(params, X)
-        finally:
-            engine.close()
+        return forward_pass(self, list(params), X)
 
     def layer_outputs(self, params: Sequence[np.ndarray], X: np.ndarray) -> list[np.ndarray]:
         """What each layer outputs for ``X`` ``(N, C, H, W)``: one array per layer, ``(N,

@@ -18,8 +18,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._validation import check_float_dtype, check_positive_float
-from ..engine import inference_engine
 from ..errors import DivergenceError
+from ..inference import forward_pass
 from ..model import Sequential
 from ..optim import Optimizer, make_optimizer
 from ..training import History, TrainingState, train
@@ -760,8 +760,4 @@ def _checked_stats(state: TrainingState, network: Sequential) -> tuple[np.ndarra
 
 def _forward(network: Sequential, params: Params, inputs: np.ndarray) -> np.ndarray:
     """``network``'s outputs ``(N, O)`` for standardised ``inputs`` ``(N, C, H, W)``."""
-    engine = inference_engine(network, params[0].dtype, inputs)
-    try:
-        return engine.forward(list(params), inputs)
-    finally:
-        engine.close()
+    return forward_pass(network, list(params), inputs)
