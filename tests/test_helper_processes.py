@@ -576,8 +576,9 @@ def test_the_kept_engine_closes_after_a_while_without_passes(kept, monkeypatch):
     monkeypatch.setattr(inference, "KEEP_SECONDS", 0.1)
     X, _, params = problem(n=700)
     kept.forward_pass(NET, params, X)
-    helper = kept._kept.engine._helpers[0]
-    assert wait_until_gone(helper.pid, 5)
+    helper, timer = kept._kept.engine._helpers[0], kept._kept.timer
+    timer.join(5)  # the timer's thread stops the helper, then lets go of the engine
+    assert not timer.is_alive() and wait_until_gone(helper.pid, 5)
     assert kept._kept.engine is None and kept._kept.timer is None
 
 
