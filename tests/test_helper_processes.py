@@ -560,6 +560,22 @@ def test_a_large_pass_keeps_its_engine_and_helper_for_the_next_one(kept):
     assert kept._kept.engine is not engine and wait_until_gone(helper.pid, 5)
 
 
+@pytest.mark.skipif(not engine_module.can_limit_blas_threads(), reason="needs threadpoolctl")
+def test_a_large_pass_of_large_chunks_is_shared_too(kept):
+    """Chunks past the cache size (the 64-sample floor of 40x40 images through a 5x5 conv):
+    a mini-batch of them stays in one process, a forward pass is shared, BLAS on one thread."""
+    net = Sequential([Conv2d(16, 5, pad=2), ReLU(), Flatten(), Dense(3)], (1, 40, 40))
+    X, _, params = problem_for(net, 200, 3)
+    assert Engine(net, X.dtype, 200).processes == 1  # a training engine for such batches
+    out = kept.forward_pass(net, params, X)
+    engine = kept._kept.engine
+    assert engine.chunk == 64 and engine.processes == 2 and engine._one_blas_thread
+    expected = Engine(net, X.dtype, 200, fixed_inputs=X, cache_bytes=0, processes=1).forward(
+        params, X
+    )
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_a_pass_of_fewer_samples_than_a_chunk_gets_an_engine_of_its_own_size(kept):
     """Reusing an engine with 71-sample chunks for 64 samples would cut them differently from
     a fresh engine (one chunk of 64): a new engine is made instead."""

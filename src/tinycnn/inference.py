@@ -107,8 +107,7 @@ def _engine_for(net: Sequential, dtype: np.dtype, N: int) -> Engine:
     if engine is not None and _kept.key == (net, dtype) and _same_chunks(engine, wanted):
         return engine
     _release_locked()
-    engine = Engine(net, dtype, wanted, cache_bytes=0, processes=_process_limit(None),
-                    forward_only=True)  # fmt: skip
+    engine = Engine(net, dtype, wanted, cache_bytes=0, forward_only=True)
     _kept.engine, _kept.key = engine, (net, dtype)
     return engine
 
