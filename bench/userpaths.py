@@ -263,6 +263,7 @@ class LayerCost:
     forward_ms: float
     backward_ms: float
     gflop: float
+    product_ms: float = 0.0  # of forward_ms + backward_ms, the time inside matrix products
 
 
 def layer_flops(net: Sequential, n: int, first_dx: bool = False) -> list[float]:
@@ -285,27 +286,51 @@ def layer_flops(net: Sequential, n: int, first_dx: bool = False) -> list[float]:
     return out
 
 
+class _NumpyWith:
+    """NumPy with some of its names replaced (``_NumpyWith(matmul=f).matmul is f``)."""
+
+    def __init__(self, **replaced) -> None:
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name: str):
+        return getattr(np, name)
+
+
 def profile_epoch(net: Sequential, X, T, dtype, batch_size: int | None, optimizer, loss: str,
                   epochs: int = 1) -> tuple[list[LayerCost], float, float]:  # fmt: skip
     """``epochs`` epochs of ``training.train`` in this process alone, each layer's forward and
     backward and the optimizer's step timed: ``(per-layer costs, update ms, whole epoch ms)``,
-    per epoch."""
+    per epoch. A layer's ``product_ms`` is its time inside ``np.matmul`` (every matrix product
+    of the engine's layers is one), timed by handing ``tinycnn.layers`` a stand-in for NumPy
+    for the run."""
+    from tinycnn import layers
     from tinycnn.engine import Engine
     from tinycnn.training import train
 
     spent: dict[tuple[int, str], float] = collections.defaultdict(float)
+    in_products: dict[int, float] = collections.defaultdict(float)
+    running: list[int] = [0]  # id of the runner whose forward or backward runs now
 
     def timed(owner, method: str) -> None:
         original = getattr(owner, method)
 
         def wrapper(*args, **kwargs):
+            outer, running[0] = running[0], id(owner)
             start = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
                 spent[(id(owner), method)] += time.perf_counter() - start
+                running[0] = outer
 
         setattr(owner, method, wrapper)  # on the instance: only this run is timed
+
+    def matmul(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return np.matmul(*args, **kwargs)
+        finally:
+            in_products[running[0]] += time.perf_counter() - start
 
     N = X.shape[0]
     full = batch_size is None or batch_size >= N
@@ -316,12 +341,14 @@ def profile_epoch(net: Sequential, X, T, dtype, batch_size: int | None, optimize
         timed(runner, "backward")
     timed(optimizer, "step")
     params = [p.copy() for p in net.init_params(0, dtype)]
+    layers.np = _NumpyWith(matmul=matmul)
     try:
         start = time.perf_counter()
         train(net, params, X, T, optimizer, epochs, loss=loss, batch_size=batch_size,
               rng=np.random.default_rng(0), engine=engine)  # fmt: skip
         whole = (time.perf_counter() - start) * 1e3 / epochs
     finally:
+        layers.np = np
         engine.close()
     costs = []
     flops = layer_flops(net, N)
@@ -329,5 +356,6 @@ def profile_epoch(net: Sequential, X, T, dtype, batch_size: int | None, optimize
     for runner in engine.runners:
         layer, gflop = net.layers[runner.index], flops[runner.index]
         costs.append(LayerCost(repr(layer), spent[(id(runner), "forward")] * 1e3 / epochs,
-                               spent[(id(runner), "backward")] * 1e3 / epochs, gflop))  # fmt: skip
+                               spent[(id(runner), "backward")] * 1e3 / epochs, gflop,
+                               in_products[id(runner)] * 1e3 / epochs))  # fmt: skip
     return costs, spent[(id(optimizer), "step")] * 1e3 / epochs, whole

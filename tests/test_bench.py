@@ -74,9 +74,30 @@ def test_a_tiny_run_of_the_stacks_fits_predicts_and_splits_an_epoch_by_layer(
         assert float(predict[2]) > 0 and float(predict[3]) > 0
         assert f"Where an epoch of {stack} (fit path" in text
     assert "| update (optimizer step) |" in text and "`Dense(units=10)`" in text
+    # each table says what its products take against the epoch the target asks for
+    assert text.count("- matrix products: ") == 3 and "the target (ratio <= 1)" in text
     # the same losses after the same batches, and the same predicted labels, as PyTorch's
     err = capsys.readouterr().err
     assert "differ" not in err, err
+
+
+def test_the_profile_times_each_layers_products_and_puts_numpy_back(bench):
+    """A conv's and a dense layer's time inside matrix products is part of their time, the
+    other layers have none, and ``tinycnn.layers`` uses NumPy itself again afterwards."""
+    import numpy as np
+
+    from tinycnn import layers
+    from tinycnn.optim import SGD
+
+    net, X, labels = bench.paths.stack_data("lenet", "float64", n=96)
+    T = np.eye(10)[labels]
+    costs, update, whole = bench.paths.profile_epoch(net, X, T, "float64", 32, SGD(0.01), "mse")
+    assert layers.np is np
+    for c in costs:
+        has_products = c.name.startswith(("Conv2d", "Dense"))
+        assert (c.product_ms > 0) == has_products, c
+        assert c.product_ms <= c.forward_ms + c.backward_ms
+    assert 0 < sum(c.forward_ms + c.backward_ms for c in costs) + update <= whole
 
 
 def test_layer_flops_count_each_product_once(bench):
