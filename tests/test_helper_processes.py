@@ -250,13 +250,49 @@ def test_close_and_garbage_collection_stop_the_helpers():
     pids = [h.pid for h in ws._helpers]
     assert all(is_running(pid) for pid in pids)
     ws.close()
-    assert not any(is_running(pid) for pid in pids) and ws._helpers == [None, None]
+    assert ws._helpers == [None, None] and all(wait_until_gone(pid, 5) for pid in pids)
     assert ws.loss_and_grads(params, X, T)[0] > 0  # still works, in this process alone
 
     ws = Engine(NET, X.dtype, len(X), fixed_inputs=X, chunk_size=3, processes=2)
     pid = ws._helpers[0].pid
     del ws
     assert wait_until_gone(pid, 5)
+
+
+def test_closing_a_helper_does_not_wait_for_it_to_exit(monkeypatch):
+    """A helper told to quit is reaped by a thread of its own (its exit takes milliseconds),
+    and one stuck in a job is killed there after the grace period; the caller never sleeps."""
+    import threading
+
+    from tinycnn import _helper_process
+
+    sleepers = []
+    real_sleep = time.sleep
+
+    def recording_sleep(seconds):
+        sleepers.append(threading.get_ident())
+        real_sleep(seconds)
+
+    monkeypatch.setattr(_helper_process.time, "sleep", recording_sleep)
+    stuck = HelperProcess(lambda code: real_sleep(60))
+    stuck.start(0)
+    stuck.close()
+    assert not stuck.alive and threading.get_ident() not in sleepers
+    assert wait_until_gone(stuck.pid, 5) and sleepers  # killed by the reaper, which waited
+
+
+def test_closing_a_helper_reaps_it_at_once_where_no_thread_can_start(monkeypatch):
+    """At interpreter shutdown no thread starts: the helper is then reaped before close
+    returns, as before threads reaped it."""
+    import threading
+
+    def no_thread(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    helper = HelperProcess(lambda code: None)
+    helper.close()
+    assert not is_running(helper.pid)
 
 
 def test_helpers_exit_when_their_parent_is_killed(tmp_path):
