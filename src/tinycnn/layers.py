@@ -46,6 +46,14 @@ Shape = tuple[int, ...]
 OUTPUT_BLOCK = 8
 
 
+# A Dense layer of at least this many units adds up its weight gradient as dW = x.T @ dout,
+# (n_in, units), the public orientation; a narrower one as dW.T = dout.T @ x. Measured on
+# batches of 64 float32 (us, dW.T vs dW): 4096 -> 128 units 567 vs 374, and turning dW.T back
+# took another 1470 (a (128, 4096) matrix read down its columns, rows 16 KiB apart, is slow
+# however it is tiled); 400 -> 120 91 vs 42; 120 -> 84 13 vs 13; but 12544 -> 10 162 vs 197,
+# and a narrow dW.T is turned back in 60.
+WIDE_UNITS = 32
+
 # A transposed copy of a matrix with at least this many columns goes in blocks of this many
 # rows: a whole-matrix copy of (4096, 128) float32 writes one strided number at a time and
 # took 2.2 ms, in blocks of 64 rows (each fitting in cache) 0.44 ms; narrower matrices (a
@@ -564,14 +572,20 @@ class _FlattenRunner(_Runner):
 class _DenseRunner(_Runner):
     """``out = x @ W + b``. ``W`` is prepared once per call: its rows put in the order of the
     incoming features, and its columns padded to :data:`OUTPUT_BLOCK`; its transpose is kept
-    too, for ``dx = dout @ W.T``. Each chunk's ``dW.T = dout.T @ x`` (the faster orientation)
-    is added up per process; ``db`` likewise."""
+    too, for ``dx = dout @ W.T``. Each chunk's weight gradient is added up per process, as
+    ``dW = x.T @ dout`` ``(n_in, units)`` for a layer of at least :data:`WIDE_UNITS` units and
+    as ``dW.T = dout.T @ x`` ``(units, n_in)`` for a narrower one (the faster orientation of
+    each, see :data:`WIDE_UNITS`); ``db`` likewise."""
 
     n_params = 2
 
     def __init__(self, layer, shape, dtype, first, protected):
         super().__init__(layer, shape, dtype, first, protected)
         self.units_pad = -(-layer.units // OUTPUT_BLOCK) * OUTPUT_BLOCK
+        self.wide = layer.units >= WIDE_UNITS
+        D, O = shape[0], layer.units
+        # each process's weight gradient: dW (D, O) if wide, else dW.T (O, D)
+        self.grad_shape = (D, O) if self.wide else (O, D)
 
     def per_sample(self):
         return self.units_pad + (self.in_shape[0] if self.protected and not self.first else 0)
@@ -579,14 +593,17 @@ class _DenseRunner(_Runner):
     def shared_layout(self, slots):
         D, O, dt = self.in_shape[0], self.layer.units, self.dtype
         return {"W": ((D, self.units_pad), dt), "W_t": ((O, D), dt), "b": ((O,), dt),
-                "dW_t": ((slots, O, D), dt), "db": ((slots, O), dt)}  # fmt: skip
+                "dW": ((slots, *self.grad_shape), dt), "db": ((slots, O), dt)}  # fmt: skip
 
     def plan(self, chunk):
         D, dt = self.in_shape[0], self.dtype
         self.out = np.zeros((chunk, self.units_pad), dtype=dt)
-        self.part = np.zeros((self.layer.units, D), dtype=dt)
-        # dW in the (H, W, C) row order of the incoming features, before its rows are reordered
-        self.dW_hwc = None if self.in_perm is None else np.zeros((D, self.layer.units), dtype=dt)
+        self.part = np.zeros(self.grad_shape, dtype=dt)
+        # a narrow dW in the (H, W, C) row order of the incoming features, before its rows are
+        # reordered
+        self.dW_hwc = None
+        if self.in_perm is not None and not self.wide:
+            self.dW_hwc = np.zeros((D, self.layer.units), dtype=dt)
         self.dx = None
         if self.protected and not self.first:
             self.dx = np.zeros((chunk, D), dtype=dt)
@@ -612,13 +629,16 @@ class _DenseRunner(_Runner):
         return y
 
     def backward(self, dy, m, slot, first_in_share):
-        dW_t, db = self.shared["dW_t"][slot], self.shared["db"][slot]
+        dW, db = self.shared["dW"][slot], self.shared["db"][slot]
+        target = dW if first_in_share else self.part
+        if self.wide:
+            np.matmul(self._x.T, dy, out=target)
+        else:
+            np.matmul(dy.T, self._x, out=target)
         if first_in_share:
-            np.matmul(dy.T, self._x, out=dW_t)
             np.sum(dy, axis=0, out=db)
         else:
-            np.matmul(dy.T, self._x, out=self.part)
-            dW_t += self.part
+            dW += self.part
             db += dy.sum(axis=0)
         if self.first or not self.need_dx:
             return None
@@ -627,17 +647,24 @@ class _DenseRunner(_Runner):
         return dx
 
     def grads(self, slots):
-        dW_t, db = self.shared["dW_t"], self.shared["db"]
-        total_t, total_b = dW_t[0].copy(), db[0].copy()
+        parts, db = self.shared["dW"], self.shared["db"]
+        total_b = db[0].copy()
         for j in range(1, slots):  # in a fixed order: the result does not depend on who ran
-            total_t += dW_t[j]
             total_b += db[j]
-        dW = np.empty((self.in_shape[0], self.layer.units), dtype=self.dtype)
+        D, O = self.in_shape[0], self.layer.units
+        if slots == 1:
+            total = parts[0]  # read once below, into a new array
+        else:
+            total = parts[0].copy()
+            for j in range(1, slots):
+                total += parts[j]
+        if not self.wide:  # dW.T (O, D) -> rows of dW (D, O), still in the features' order
+            rows = np.empty((D, O), self.dtype) if self.in_perm is None else self.dW_hwc
+            total = copy_transposed(rows, total)
         if self.in_perm is None:
-            copy_transposed(dW, total_t)
-        else:  # rows back from (H, W, C) to (C, H, W) order: a transpose, then whole rows
-            C, H, Wd = self.in_perm
-            O = self.layer.units
-            rows_hwc = copy_transposed(self.dW_hwc, total_t)
-            np.copyto(dW.reshape(C, H, Wd, O), rows_hwc.reshape(H, Wd, C, O).transpose(2, 0, 1, 3))
+            return [total if total.base is None else total.copy(), total_b]
+        # rows back from (H, W, C) to (C, H, W) order: copies of whole rows
+        C, H, Wd = self.in_perm
+        dW = np.empty((D, O), dtype=self.dtype)
+        np.copyto(dW.reshape(C, H, Wd, O), total.reshape(H, Wd, C, O).transpose(2, 0, 1, 3))
         return [dW, total_b]
