@@ -390,6 +390,12 @@ def test_short_runs_count_calls_not_epochs(monkeypatch):
 NET_CHUNK = Engine(NET, np.float64, 10_000, processes=1).chunk  # cache-sized
 # Chunks past the cache size: a sample of this stack takes ~42000 numbers of buffers.
 LARGE = Sequential([Conv2d(16, 5, pad=2), ReLU(), Flatten(), Dense(10)], (1, 28, 28))
+# Chunks capped below the 64-sample floor: a sample takes ~274000 numbers (the bench's cifar).
+HUGE = Sequential(
+    [Conv2d(32, 3, pad=1), ReLU(), MaxPool2d(2), Conv2d(64, 3, pad=1), ReLU(), MaxPool2d(2),
+     Flatten(), Dense(128), ReLU(), Dense(10)],
+    (3, 32, 32),
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -402,6 +408,12 @@ LARGE = Sequential([Conv2d(16, 5, pad=2), ReLU(), Flatten(), Dense(10)], (1, 28,
         # mini-batches of large chunks: in one process, BLAS threading their products
         (LARGE, 64, None, True, None, (64, 1)),
         (LARGE, 200, None, True, None, (64, 1)),
+        # ...unless a batch holds two chunks of MAX_CHUNK_ELEMENTS: 64 samples, chunks of at
+        # most 30, so 4 chunks of 16, 2 for each process
+        (HUGE, 64, None, True, None, (16, 2)),
+        (HUGE, 64, None, True, "1", (30, 1)),  # TINYCNN_PROCESSES=1: 30 + 30 + 4
+        (HUGE, 64, None, False, None, (30, 1)),  # BLAS cannot be held to one thread
+        (HUGE, 60, None, True, None, (30, 1)),  # less than two chunks' worth of numbers
         # full batch: chunks at the 64-sample floor, shared if BLAS can be held to one thread
         (LARGE, 2000, None, True, "fixed", (64, 2)),
         (LARGE, 2000, None, False, "fixed", (64, 1)),
@@ -423,6 +435,19 @@ def test_the_plan_of_chunks_and_processes(monkeypatch, net, max_samples, process
     engine = Engine(net, np.float64, max_samples, processes=processes, fork_helpers=False,
                     fixed_inputs=fixed, cache_bytes=0)  # fmt: skip
     assert (engine.chunk, engine.processes) == expected
+
+
+def test_a_mini_batch_is_shared_over_as_many_processes_as_it_holds_chunks_of_the_cap():
+    """More CPUs do not change the plan of a batch worth two capped chunks (so neither its
+    numbers); a batch worth three takes three processes, each as many chunks; a chunk size
+    asked for is kept, in one process."""
+    per_sample = engine_module.MAX_CHUNK_ELEMENTS // 30 + 1  # a chunk holds 29 samples
+    assert engine_module.mini_batch_plan(64, per_sample, 29, 2) == (2, 16)
+    assert engine_module.mini_batch_plan(64, per_sample, 29, 8) == (2, 16)
+    assert engine_module.mini_batch_plan(90, per_sample, 29, 8) == (3, 15)
+    assert engine_module.mini_batch_plan(90, per_sample, 29, 2) == (2, 23)
+    assert engine_module.mini_batch_plan(59, per_sample, 29, 8) == (1, 29)
+    assert engine_module.mini_batch_plan(64, per_sample, 29, 8, chunk_size=29) == (1, 29)
 
 
 def test_a_shared_call_of_large_chunks_runs_blas_on_one_thread_in_every_process(monkeypatch):

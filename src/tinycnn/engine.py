@@ -23,8 +23,9 @@ engine adds is what makes every stack fast, the same way for all of them:
   at each of the many short NumPy calls of a step. Cache-sized chunks have products OpenBLAS
   runs on one core; larger ones (the 64-sample floor) it would thread, so a call of those is
   shared only where every process can run its BLAS on one thread (``_blas.py``), and only in
-  full-batch calls and forward passes: mini-batches of them stay in this process, BLAS on every
-  core (as fast, measured, without the hand-over).
+  full-batch calls, forward passes and mini-batches of very large samples: other mini-batches
+  of them stay in this process, BLAS on every core (as fast, measured, without the hand-over;
+  see :func:`mini_batch_plan`).
 
 Results equal the plain ops' up to the order of floating-point sums; with the same shapes and
 process count, the same inputs give bit-identical results, whether or not a helper answered.
@@ -86,6 +87,31 @@ def chunk_size_for(per_sample: int) -> int:
     if n >= MIN_CHUNK_SAMPLES:
         return n
     return max(1, min(MIN_CHUNK_SAMPLES, MAX_CHUNK_ELEMENTS // per_sample))
+
+
+def mini_batch_plan(
+    batch: int, per_sample: int, chunk: int, limit: int, chunk_size: int | None = None
+) -> tuple[int, int]:
+    """``(processes, samples per chunk)`` for mini-batches of ``batch`` samples of a stack
+    whose buffers take ``per_sample`` numbers a sample, in chunks of ``chunk`` samples past
+    the cache size, on at most ``limit`` processes (``chunk_size``: the chunk asked for).
+
+    Such batches stay in one process, BLAS threading their products over every core: shared,
+    each process's BLAS on one thread, they measured slower or no faster (a batch of 200 28x28
+    images through conv16k5: 8.9 ms alone, 12-13 shared; fits of the bench's ``one`` and
+    ``lenet`` in chunks of 16 on two processes: 0.93-1.3x and 0.85-1.3x the time of one
+    process, varying from run to run), and a fit saves forking and probing helpers. Only a
+    batch of at least two chunks of :data:`MAX_CHUNK_ELEMENTS` numbers (``cifar``'s, 32x32x3
+    images through two convs of 32 and 64 filters) is shared, over as many processes as it
+    holds such chunks, in chunks of equal size, as many for each process: its hand-overs are
+    few against the work (a fit in chunks of 16 on two processes measured 0.88-0.93x the time
+    of 30+30+4 in one). The plan depends on the shapes and ``limit`` only, never on timing."""
+    processes = min(limit, batch * per_sample // MAX_CHUNK_ELEMENTS)
+    if processes < 2 or chunk_size is not None:
+        return 1, chunk
+    n_chunks = -(-batch // chunk)
+    n_chunks = -(-n_chunks // processes) * processes
+    return processes, -(-batch // n_chunks)
 
 
 def run_order(net: Sequential) -> list[int]:
@@ -179,13 +205,13 @@ class Engine:
         if processes is None:
             if cache_sized:
                 self._min_chunks = MIN_CHUNKS_PER_PROCESS
-            elif (fixed_inputs is None and not forward_only) or not can_limit_blas_threads():
-                # Mini-batches of large chunks stay in this process, BLAS threading their
-                # products over every core: shared, each process's BLAS on one thread, they
-                # measured no faster on two idle cores (a batch of 200 28x28 images through
-                # conv16k5: 8.9 ms alone, 12-13 shared; batches of 64 cut into one chunk per
-                # process: fits 10-25% slower), and a fit saves forking and probing helpers.
+            elif not can_limit_blas_threads():
                 limit = 1
+            elif fixed_inputs is None and not forward_only:
+                # Mini-batches of large chunks stay in this process, BLAS threading their
+                # products over every core, unless a batch holds at least two chunks of
+                # MAX_CHUNK_ELEMENTS (see mini_batch_plan).
+                limit, n = mini_batch_plan(self.max_samples, per_sample, n, limit, chunk_size)
         self.chunk = n
         self.fixed_inputs = fixed_inputs
         first = self.runners[0]
