@@ -345,3 +345,20 @@ def test_copy_transposed_equals_a_plain_transpose_for_any_shape_and_strides():
         dst = np.full((cols, rows), np.nan)
         assert copy_transposed(dst, src) is dst
         np.testing.assert_array_equal(dst, src.T)
+
+
+def test_full_batch_training_keeps_the_windows_of_a_small_set_only():
+    """Keeping a fixed X's windows costs page faults in the first call: a digits-sized set
+    keeps all of them, a set of CIFAR-sized images at most engine.CACHE_BYTES of them."""
+    net = Sequential([Conv2d(8, 3), ReLU(), Flatten(), Dense(10)], (1, 8, 8))
+    digits = make_engine(net, np.float32, np.zeros((1797, 1, 8, 8), np.float32))
+    conv = digits.runners[0]
+    assert conv.n_kept_chunks == -(-1797 // digits.chunk)
+    net = Sequential([Conv2d(16, 3), ReLU(), Flatten(), Dense(10)], (3, 32, 32))
+    cifar = make_engine(net, np.float32, np.zeros((2000, 3, 32, 32), np.float32))
+    conv = cifar.runners[0]
+    kept_bytes = conv.n_kept_chunks * conv.R * conv.P * cifar.chunk * 4
+    all_bytes = conv.R * conv.P * 2000 * 4
+    assert 0 < kept_bytes <= 32 << 20 < all_bytes
+    digits.close()
+    cifar.close()

@@ -61,8 +61,13 @@ MIN_CHUNK_SAMPLES = 64
 MAX_CHUNK_ELEMENTS = 1 << 23
 
 # Unfolded windows of a fixed X kept across calls: at most this many bytes (whole chunks, the
-# first ones); the other chunks are unfolded again at every call.
-CACHE_BYTES = 400 << 20
+# first ones); the other chunks are unfolded again at every call. Kept windows are written
+# into fresh memory during the first call, whose page faults cost more than unfolding them
+# again each epoch into a chunk's buffer saves, unless the run is long: with 400 MiB, C
+# float32's first call took 311 ms against 147 without keeping, for 74-88 ms epochs against
+# 79-92; L's epochs were no faster at all. Digits-sized sets (M: 2.6 MB of windows in float32)
+# still keep all of theirs: 1.0 ms epochs against 1.3, for 3 ms once.
+CACHE_BYTES = 32 << 20
 
 # A call of cache-sized chunks is shared out only if each process gets at least this many
 # chunks (fewer are not worth the two pipe messages); a chunk grown to the 64-sample floor is
