@@ -259,36 +259,63 @@ def test_close_and_garbage_collection_stop_the_helpers():
     assert wait_until_gone(pid, 5)
 
 
+def stuck_helper() -> HelperProcess:
+    """A helper busy for a minute in the job it was just given."""
+    helper = HelperProcess(lambda code: time.sleep(60))
+    helper.start(0)
+    return helper
+
+
 def test_closing_a_helper_does_not_wait_for_it_to_exit(monkeypatch):
-    """A helper told to quit is reaped by a thread of its own (its exit takes milliseconds),
-    and one stuck in a job is killed there after the grace period; the caller never sleeps."""
+    """A helper told to quit is reaped by the reaper thread; one stuck in a job is killed
+    there after the grace period, while the caller has long gone on."""
+    from tinycnn import _helper_process
+
+    monkeypatch.setattr(_helper_process, "_EXIT_GRACE_SECONDS", 1.0)
+    stuck = stuck_helper()
+    stuck.close()
+    assert not stuck.alive
+    assert is_running(stuck.pid)  # close() returned within the grace period, not after it
+    assert wait_until_gone(stuck.pid, 10)  # then it was killed
+
+
+def reaper_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "tinycnn-reap" and t.is_alive()]
+
+
+def test_one_reaper_thread_reaps_every_stopped_helper():
+    """The reaper thread starts once and stays for the next stops (no thread start per stop)."""
+    helpers = [HelperProcess(lambda code: None) for _ in range(3)]
+    for helper in helpers:
+        helper.close()
+    assert all(wait_until_gone(helper.pid, 5) for helper in helpers)
+    assert len(reaper_threads()) == 1
+
+
+def test_helpers_are_reaped_without_pidfds_too(monkeypatch):
+    """Where the OS has no pidfd, the reaper polls: an idle helper and a stuck one go."""
+    from tinycnn import _helper_process
+
+    monkeypatch.delattr(_helper_process.os, "pidfd_open", raising=False)
+    idle, stuck = HelperProcess(lambda code: None), stuck_helper()
+    idle.close()
+    stuck.close()
+    assert wait_until_gone(idle.pid, 5) and wait_until_gone(stuck.pid, 5)
+
+
+def test_closing_a_helper_reaps_it_at_once_where_no_thread_can_start(monkeypatch):
+    """At interpreter shutdown no thread starts: a process with no reaper yet then reaps the
+    helper before close returns."""
     import threading
 
     from tinycnn import _helper_process
 
-    sleepers = []
-    real_sleep = time.sleep
-
-    def recording_sleep(seconds):
-        sleepers.append(threading.get_ident())
-        real_sleep(seconds)
-
-    monkeypatch.setattr(_helper_process.time, "sleep", recording_sleep)
-    stuck = HelperProcess(lambda code: real_sleep(60))
-    stuck.start(0)
-    stuck.close()
-    assert not stuck.alive and threading.get_ident() not in sleepers
-    assert wait_until_gone(stuck.pid, 5) and sleepers  # killed by the reaper, which waited
-
-
-def test_closing_a_helper_reaps_it_at_once_where_no_thread_can_start(monkeypatch):
-    """At interpreter shutdown no thread starts: the helper is then reaped before close
-    returns, as before threads reaped it."""
-    import threading
-
     def no_thread(self):
         raise RuntimeError("can't create new thread at interpreter shutdown")
 
+    monkeypatch.setattr(_helper_process, "_reaper", None)
     monkeypatch.setattr(threading.Thread, "start", no_thread)
     helper = HelperProcess(lambda code: None)
     helper.close()
