@@ -130,17 +130,24 @@ class HelperProcess:
         poller.register(self._from, select.POLLIN)
         ready = _watch(poller, SPIN_SECONDS) or poller.poll(max(0.0, timeout - SPIN_SECONDS) * 1000)
         reply = os.read(self._from, 1) if ready else b""
-        self.busy = False
-        if reply == _DONE:
-            return True
-        if reply != _FAILED:  # died (pipe closed) or hung (timed out): stop it for good
-            self.close()
+        if reply in (_DONE, _FAILED):
+            self.busy = False
+            return reply == _DONE
+        self.close()  # died (pipe closed) or hung (timed out, maybe still writing): gone now
         return False
 
     def close(self) -> None:
         """Stop the helper (idempotent; also done when this object is garbage-collected): it
-        gets no more work, and exits and is reaped in the background (:func:`_stop`)."""
-        self.alive = False
+        gets no more work, and exits and is reaped in the background (:func:`_stop`). A helper
+        still in a job (its answer unread: the caller was interrupted, or it hung) may still
+        be writing into memory the next call uses: it is killed, and gone when this returns."""
+        if self.alive and self.busy and os.getpid() == self.owner:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self.alive, self.busy = False, False
         self._finalizer()
 
 
