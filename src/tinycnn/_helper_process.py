@@ -142,11 +142,7 @@ class HelperProcess:
         still in a job (its answer unread: the caller was interrupted, or it hung) may still
         be writing into memory the next call uses: it is killed, and gone when this returns."""
         if self.alive and self.busy and os.getpid() == self.owner:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+            _kill(self.pid)
         self.alive, self.busy = False, False
         self._finalizer()
 
@@ -213,8 +209,9 @@ def _stop(pid: int, owner: int, to_helper: int, from_helper: int) -> None:
         _reap(pid)
 
 
-# This process's reaper: (the pid that started it, its queue of helpers to reap, its thread).
-_reaper: tuple[int, queue.SimpleQueue, threading.Thread] | None = None
+# This process's reaper: its queue of helpers to reap, and its thread (which a process forked
+# later does not have: there the thread reads as not alive, and that process starts its own).
+_reaper: tuple[queue.SimpleQueue, threading.Thread] | None = None
 
 
 def _hand_to_reaper(pid: int) -> None:
@@ -224,13 +221,13 @@ def _hand_to_reaper(pid: int) -> None:
     put on a queue microseconds. Raises RuntimeError where no thread can start."""
     global _reaper
     reaper = _reaper
-    if reaper is None or reaper[0] != os.getpid() or not reaper[2].is_alive():
+    if reaper is None or not reaper[1].is_alive():
         pids: queue.SimpleQueue = queue.SimpleQueue()
         thread = threading.Thread(target=_reap_forever, args=(pids,), name="tinycnn-reap",
                                   daemon=True)  # fmt: skip
         thread.start()
-        reaper = _reaper = (os.getpid(), pids, thread)
-    reaper[1].put(pid)
+        reaper = _reaper = (pids, thread)
+    reaper[0].put(pid)
 
 
 def _reap_forever(pids: queue.SimpleQueue) -> None:
@@ -261,9 +258,10 @@ def _reap(pid: int) -> None:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)  # readable once the process has exited
         if not poller.poll(_EXIT_GRACE_SECONDS * 1000):
-            os.kill(pid, signal.SIGKILL)
+            _kill(pid)
+            return
         os.waitpid(pid, 0)
-    except (ChildProcessError, ProcessLookupError):
+    except ChildProcessError:
         pass
     finally:
         os.close(pidfd)
@@ -272,12 +270,17 @@ def _reap(pid: int) -> None:
 def _reap_polling(pid: int) -> None:
     """:func:`_reap` by polling ``waitpid`` every millisecond."""
     deadline = time.monotonic() + _EXIT_GRACE_SECONDS
+    while not _exited(pid):  # (which reaps it, or finds it reaped already)
+        if time.monotonic() > deadline:
+            _kill(pid)
+            return
+        time.sleep(0.001)
+
+
+def _kill(pid: int) -> None:
+    """Kill the helper ``pid`` and reap it (it is gone when this returns)."""
     try:
-        while not _exited(pid):
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return
-            time.sleep(0.001)
-    except (ChildProcessError, ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):  # gone and reaped already
         pass
