@@ -52,6 +52,35 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+# A test here that runs longer than this is stuck (the slowest takes a few seconds): waiting
+# for a helper that will never answer or exit, say, if the code that kills helpers broke.
+TEST_SECONDS_LIMIT = 60
+
+
+class Hung(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def a_hang_fails_the_test():
+    """A stuck test fails, naming itself, instead of hanging the suite until CI's limit (the
+    alarm's exception interrupts even a blocking wait for a child)."""
+    if not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def hung(signum, frame):
+        raise Hung(f"the test ran past {TEST_SECONDS_LIMIT} s: stuck")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(TEST_SECONDS_LIMIT)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.fixture(autouse=True)
 def no_helper_outlives_its_test():
     """Every test here must leave no child process behind, running or unreaped."""

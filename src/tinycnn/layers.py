@@ -29,6 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._validation import check_int
+from .ops.activations import relu_into
 from .ops.conv import conv_output_size, fold_cl, unfold
 from .ops.pool import (
     avg_pool_backward_cl,
@@ -484,6 +485,8 @@ class _ReLURunner(_Runner):
     def plan(self, chunk):
         self.mask = np.zeros((chunk, *self._layout()), dtype=bool)
         self.out = None if self.in_place else np.zeros((chunk, *self._layout()), dtype=self.dtype)
+        # only ever read (see ops/activations.py): not counted in per_sample
+        self.zeros = np.zeros((chunk, *self._layout()), dtype=self.dtype)
 
     def _layout(self) -> Shape:
         if len(self.in_shape) == 3:
@@ -494,7 +497,7 @@ class _ReLURunner(_Runner):
     def forward(self, x, m, chunk_index, fixed):
         x = self._images(x) if len(self.in_shape) == 3 else x
         y = x if self.in_place else self.out[:m]
-        np.maximum(x, 0, out=y)
+        relu_into(x, y, self.zeros[:m])
         if self.training:
             np.greater(y, 0, out=self.mask[:m])  # while the activations are in cache
         return y
