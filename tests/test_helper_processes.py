@@ -432,6 +432,27 @@ def test_short_runs_fork_no_helper(monkeypatch):
     long.close()
 
 
+def test_short_runs_of_large_calls_fork_helpers(monkeypatch):
+    """A call whose samples take MIN_NUMBERS_FOR_HELPERS numbers of buffers is worth a helper
+    even in a run of one call; one number less is not."""
+    from tinycnn import training
+
+    monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
+    monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
+    chunk = Engine(NET, np.float64, 10_000, processes=1).chunk
+    X, T, params = problem(n=9 * chunk)  # 9 chunks: two processes
+    numbers = len(X) * NET.numbers_per_sample(X.dtype)
+    monkeypatch.setattr(training, "MIN_NUMBERS_FOR_HELPERS", numbers)
+    large = training.make_engine(NET, X.dtype, X, epochs=1)
+    monkeypatch.setattr(training, "MIN_NUMBERS_FOR_HELPERS", numbers + 1)
+    small = training.make_engine(NET, X.dtype, X, epochs=1)
+    assert large.processes == small.processes == 2
+    assert large._helpers[0] is not None and small._helpers == [None]
+    shared = copied(large.loss_and_grads(params, X, T))
+    assert_bit_identical(shared, small.loss_and_grads(params, X, T))
+    large.close()
+
+
 def test_short_runs_count_calls_not_epochs(monkeypatch):
     """With mini-batches an epoch is many calls: one epoch of 8 batches is run long enough."""
     from tinycnn import training

@@ -142,8 +142,19 @@ def _step(X, T, params, engine, optimizer, epoch, loss, l2) -> float:
 
 # Runs of fewer calls than this (epochs in full-batch training, batches with mini-batches) are
 # run without helper processes (forking one and warming it up costs about as much as a call of
-# digits); the chunks are shared out the same way, so the numbers do not change.
+# digits), unless one call is large (MIN_NUMBERS_FOR_HELPERS); the chunks are shared out the
+# same way, so the numbers do not change.
 MIN_CALLS_FOR_HELPERS = 8
+# ...where a call is large: its samples take at least this many numbers of the engine's
+# buffers (samples x Sequential.numbers_per_sample). Alternated train_cnn calls of 1 and 2
+# epochs, helpers / without: digits (1.2M numbers) 2 epochs 1.25x float32, 1.0x float64; four
+# times the digits (4.8M) 0.65-0.79x; C (79M) 0.92 and 1.08x float32 (quiet machine), 0.55 and
+# 0.93x float64; L (242M) 0.27-0.84x. Without helpers one process threads its products over
+# both cores, and on this machine that is what slows down, 2-4x, for minutes at a time (C
+# float32, 2 epochs: 460-550 ms against 200-300; one BLAS thread: 280): shared calls, one BLAS
+# thread in each process, held steady through it (1 epoch of L float32: 283-310 ms against
+# 1039-1064).
+MIN_NUMBERS_FOR_HELPERS = 1 << 22
 
 
 def make_engine(
@@ -156,11 +167,16 @@ def make_engine(
     """The engine :func:`train` uses for ``X`` ``(N, C, H, W)``: bound to ``X`` itself in
     full-batch training (``batch_size`` None or ``>= N``), else sized for one batch. For a run
     of fewer than :data:`MIN_CALLS_FOR_HELPERS` calls in its ``epochs`` it forks no helper
-    process."""
+    process, unless a call holds :data:`MIN_NUMBERS_FOR_HELPERS` numbers."""
     N = X.shape[0]
     full_batch = batch_size is None or batch_size >= N
     calls = None if epochs is None else epochs * (1 if full_batch else -(-N // batch_size))
-    helpers = calls is None or calls >= MIN_CALLS_FOR_HELPERS
+    per_call = N if full_batch else batch_size
+    helpers = (
+        calls is None
+        or calls >= MIN_CALLS_FOR_HELPERS
+        or per_call * net.numbers_per_sample(dtype) >= MIN_NUMBERS_FOR_HELPERS
+    )
     if full_batch:
         return Engine(net, dtype, N, fixed_inputs=X, fork_helpers=helpers)
     return Engine(net, dtype, batch_size, fork_helpers=helpers)
