@@ -423,8 +423,7 @@ def test_short_runs_fork_no_helper(monkeypatch):
 
     monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
     monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
-    chunk = Engine(NET, np.float64, 10_000, processes=1).chunk
-    X, T, params = problem(n=9 * chunk)  # 9 chunks: two processes
+    X, T, params = problem(n=9 * NET_CHUNK)  # 9 chunks: two processes
     short = training.make_engine(NET, X.dtype, X, epochs=training.MIN_CALLS_FOR_HELPERS - 1)
     long = training.make_engine(NET, X.dtype, X, epochs=training.MIN_CALLS_FOR_HELPERS)
     assert short.processes == long.processes == 2
@@ -439,8 +438,7 @@ def test_short_runs_of_large_calls_fork_helpers(monkeypatch):
 
     monkeypatch.setattr(engine_module, "available_cpus", lambda: 2)
     monkeypatch.delenv("TINYCNN_PROCESSES", raising=False)
-    chunk = Engine(NET, np.float64, 10_000, processes=1).chunk
-    X, T, params = problem(n=9 * chunk)  # 9 chunks: two processes
+    X, T, params = problem(n=9 * NET_CHUNK)  # 9 chunks: two processes
     numbers = len(X) * NET.numbers_per_sample(X.dtype)
     monkeypatch.setattr(training, "MIN_NUMBERS_FOR_HELPERS", numbers)
     large = training.make_engine(NET, X.dtype, X, epochs=1)
